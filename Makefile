@@ -1,0 +1,39 @@
+# Two entry points for a newcomer (see README.md): `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# torch is not needed by the core; tests use it (real torch.OutOfMemoryError, device detection).
+# On our CPU machines `pip install torch==2.13.0` takes the CPU build from local disk.
+TORCH  ?= torch==2.13.0
+
+.PHONY: demo test lint install-core install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.core: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml spec/conformance/pyproject.toml spec/example-plugin/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev]' -e spec/conformance -e spec/example-plugin
+	touch $@ $(VENV)/.core
+
+install-core: $(VENV)/.core
+install-dev: $(VENV)/.dev
+
+demo: $(VENV)/.core
+	$(BIN)/lipkit run tests/media/face.mp4 tests/media/speech.wav -o out.mp4
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest -q -n 2 tests
+
+clean:
+	rm -rf $(VENV) out.mp4

@@ -1,0 +1,131 @@
+"""The Python API: ``lipkit.sync`` and ``lipkit.plan``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from lipkit.config import LipkitSettings, load_settings
+from lipkit.errors import ConfigError
+from lipkit.pipeline.runner import Pipeline, ProgressCallback
+from lipkit.plan import Plan, SyncResult
+from lipkit.plugins import Registry, load_registry
+from lipkit.resolver import Resolver, Selection
+
+PathLike = str | os.PathLike[str]
+_SETTING_NAMES = set(LipkitSettings.model_fields)
+
+
+def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keyword arguments naming a setting are settings; the rest are backend parameters."""
+    settings = {k: v for k, v in kwargs.items() if k in _SETTING_NAMES}
+    params = {k: v for k, v in kwargs.items() if k not in _SETTING_NAMES}
+    return settings, params
+
+
+def _settings(
+    overrides: dict[str, Any], config: PathLike | None, settings: LipkitSettings | None
+) -> LipkitSettings:
+    if settings is not None:
+        if overrides:
+            data = settings.model_dump()
+            data.update(overrides)
+            return LipkitSettings(**data)
+        return settings
+    return load_settings(overrides, config_file=Path(config) if config else None)
+
+
+def _check_output(output: Path | None, face: Path, audio: Path | None) -> None:
+    if output is None:
+        return
+    if output.is_dir():
+        raise ConfigError(f"output {output} is a directory", hint="give a file name like out.mp4")
+    resolved = output.resolve()
+    for given in (face, audio):
+        if given is not None and given.exists() and given.resolve() == resolved:
+            raise ConfigError(
+                f"output {output} is also an input", hint="write the result to another file"
+            )
+
+
+def prepare(
+    face: PathLike,
+    audio: PathLike | None = None,
+    output: PathLike | None = None,
+    *,
+    backend: str | None = None,
+    config: PathLike | None = None,
+    settings: LipkitSettings | None = None,
+    registry: Registry | None = None,
+    params: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> tuple[Selection, LipkitSettings, Registry]:
+    """Resolve a job without running it: (selection, settings, registry)."""
+    overrides, extra = _split_kwargs(kwargs)
+    if backend is not None:
+        overrides["backend"] = backend
+    all_params = {**extra, **(params or {})}
+    resolved = _settings(overrides, config, settings)
+    registry = registry or load_registry()
+    face_path = Path(face)
+    audio_path = Path(audio) if audio is not None else None
+    out_path = Path(output) if output is not None else None
+    _check_output(out_path, face_path, audio_path)
+    selection = Resolver(registry, resolved).resolve(face_path, audio_path, out_path, all_params)
+    return selection, resolved, registry
+
+
+def plan(
+    face: PathLike,
+    audio: PathLike | None = None,
+    output: PathLike | None = "out.mp4",
+    **kwargs: Any,
+) -> Plan:
+    """The plan ``sync`` would run, without running it."""
+    selection, _, _ = prepare(face, audio, output, **kwargs)
+    return selection.plan
+
+
+def sync(
+    face: PathLike,
+    audio: PathLike | None = None,
+    output: PathLike | None = None,
+    *,
+    backend: str | None = None,
+    config: PathLike | None = None,
+    settings: LipkitSettings | None = None,
+    registry: Registry | None = None,
+    progress: ProgressCallback | None = None,
+    params: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> SyncResult:
+    """Lip-sync ``face`` (a video or still image) to ``audio``.
+
+    ``output`` is a file path (an MP4 is written, atomically) or None to get the frames back in
+    ``result.frames``. ``backend`` names a generator or ``"auto"``. Keyword arguments that name a
+    setting of :class:`lipkit.config.LipkitSettings` (``fps``, ``length_policy``, ``device``,
+    ``preset``, ``seed``, ``face={...}``, ...) set it; any other keyword is a backend parameter,
+    validated by the backend's own model. Raises :class:`lipkit.errors.LipkitError` subclasses
+    for everything a user can get wrong.
+    """
+    selection, resolved, registry = prepare(
+        face,
+        audio,
+        output,
+        backend=backend,
+        config=config,
+        settings=settings,
+        registry=registry,
+        params=params,
+        **kwargs,
+    )
+    policy_name = selection.plan.choice("memory").implementation
+    pipeline = Pipeline(
+        selection,
+        resolved,
+        Path(output) if output is not None else None,
+        memory_policy=registry.memory_policies[policy_name],
+        progress=progress,
+    )
+    return pipeline.run()

@@ -1,0 +1,170 @@
+"""Builtin audio encoder ``mel``: the Wav2Lip log-mel spectrogram, 16 frames per video frame."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+from lipkit.audio.mel import (
+    FEATURE_RATE,
+    N_MELS,
+    WINDOW_FRAMES,
+    PadMode,
+    log_mel_spectrogram,
+    mel_windows,
+    pad_to_window,
+)
+from lipkit.errors import InputError
+from lipkit.hookspecs import hookimpl
+from lipkit.interfaces import AudioEncoder, AudioFeatures
+from lipkit.specs import AudioEncoderSpec, DeviceInfo
+
+log = structlog.get_logger(__name__)
+
+
+class MelParams(BaseModel):
+    """Parameters of the ``mel`` audio encoder."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sync_offset: int = Field(
+        default=0,
+        ge=-10_000,
+        le=10_000,
+        description="video frames to delay the audio by: frame i sees the audio of frame "
+        "i - sync_offset (negative values make the mouth move earlier)",
+    )
+    mel_step_multiplier: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=4.0,
+        description="scales how far the audio window advances per video frame (1 = real time)",
+    )
+    pad_mode: PadMode = Field(
+        default="reflect",
+        description="STFT edge padding: 'reflect' as the reference was trained with (librosa "
+        "0.7), or 'constant' (zeros) as librosa >= 0.9 does by default",
+    )
+
+
+class MelFeatures(AudioFeatures):
+    """A track's normalised log-mel spectrogram, served as 16-frame windows per video frame."""
+
+    def __init__(
+        self,
+        mel: np.ndarray,
+        *,
+        fps: float,
+        num_frames: int,
+        mel_step_multiplier: float = 1.0,
+        sync_offset: int = 0,
+    ) -> None:
+        self.mel = pad_to_window(np.asarray(mel, dtype=np.float32))
+        self.fps = float(fps)
+        self.num_frames = int(num_frames)
+        self.mel_step_multiplier = float(mel_step_multiplier)
+        self.sync_offset = int(sync_offset)
+
+    def window(self, frames: np.ndarray) -> np.ndarray:
+        """Windows for output frames ``frames``: ``float32 [len(frames), 80, 16]``."""
+        index = np.asarray(frames)
+        if index.ndim != 1 or (index.size and not np.issubdtype(index.dtype, np.integer)):
+            raise ValueError(f"frames must be a 1-D integer array, got {index.dtype} {index.shape}")
+        index = index.astype(np.int64, copy=False)
+        if index.size and (index.min() < 0 or index.max() >= self.num_frames):
+            raise IndexError(
+                f"frame index out of range [0, {self.num_frames}): {index.min()}..{index.max()}"
+            )
+        return mel_windows(
+            self.mel,
+            index,
+            fps=self.fps,
+            mel_step_multiplier=self.mel_step_multiplier,
+            sync_offset=self.sync_offset,
+        )
+
+
+def _as_mono(audio: np.ndarray) -> np.ndarray:
+    """Validate the speech track: 1-D (or one channel), non-empty, finite."""
+    samples = np.asarray(audio)
+    if samples.ndim == 2 and 1 in samples.shape:
+        samples = samples.reshape(-1)
+    if samples.ndim != 1:
+        raise InputError(
+            f"the audio must be mono samples, got an array shaped {samples.shape}",
+            hint="mix the speech down to one channel at 16 kHz before encoding",
+        )
+    if samples.size == 0:
+        raise InputError(
+            "the audio track is empty (0 samples)",
+            hint="check that the audio file (or the video's own track) contains speech",
+        )
+    if not np.all(np.isfinite(samples)):
+        raise InputError(
+            "the audio contains NaN or infinite samples",
+            hint="re-export the audio as ordinary PCM (for example a 16-bit WAV)",
+        )
+    return samples
+
+
+class MelAudioEncoder(AudioEncoder):
+    """The Wav2Lip audio front end: one spectrogram per track, a 0.2 s window per video frame."""
+
+    spec: ClassVar[AudioEncoderSpec] = AudioEncoderSpec(
+        name="mel",
+        feature_rate=FEATURE_RATE,
+        frame_shape=(N_MELS, WINDOW_FRAMES),
+        description="Wav2Lip log-mel spectrogram (80 mels, 80 frames/s, 16-frame windows); "
+        "numpy only, runs on the CPU",
+    )
+    params_model: ClassVar[type[BaseModel]] = MelParams
+
+    def encode(
+        self,
+        audio: np.ndarray,
+        *,
+        fps: float,
+        num_frames: int,
+        params: BaseModel,
+        device: DeviceInfo,
+    ) -> AudioFeatures:
+        """Compute the spectrogram of ``audio`` once and return its per-frame windows."""
+        settings = (
+            params
+            if isinstance(params, MelParams)
+            else MelParams.model_validate(params.model_dump())
+        )
+        if not fps > 0:
+            raise InputError(
+                f"the frame rate must be positive, got {fps}",
+                hint="pass the face video's frame rate (for a still image use --fps)",
+            )
+        if num_frames < 0:
+            raise ValueError(f"num_frames must be >= 0, got {num_frames}")
+        samples = _as_mono(audio)
+        mel = log_mel_spectrogram(samples, pad_mode=settings.pad_mode)
+        log.debug(
+            "mel spectrogram",
+            samples=int(samples.size),
+            mel_frames=int(mel.shape[1]),
+            video_frames=int(num_frames),
+            fps=float(fps),
+            sync_offset=settings.sync_offset,
+            mel_step_multiplier=settings.mel_step_multiplier,
+        )
+        return MelFeatures(
+            mel,
+            fps=fps,
+            num_frames=num_frames,
+            mel_step_multiplier=settings.mel_step_multiplier,
+            sync_offset=settings.sync_offset,
+        )
+
+
+@hookimpl
+def lipkit_audio_encoders() -> list[AudioEncoder]:
+    """Offer the builtin ``mel`` audio encoder."""
+    return [MelAudioEncoder()]

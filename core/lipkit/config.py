@@ -1,0 +1,238 @@
+"""Settings, layered lowest to highest: defaults < lipkit.toml < LIPKIT_* environment < CLI flags.
+
+Backend parameters are kept as plain dicts here (``params``) and validated by the chosen backend's
+own ``params_model`` in the resolver, so a typo is reported with the backend's list of valid names.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from lipkit.errors import ConfigError
+from lipkit.specs import LengthPolicy
+
+CONFIG_FILE_NAME = "lipkit.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class FaceSettings(_Section):
+    """How faces are found, tracked and blended back."""
+
+    detector: str = Field(default="auto", description="face processor name, or auto")
+    pads: tuple[int, int, int, int] = Field(
+        default=(0, 10, 0, 0), description="pixels added to the box: top, bottom, left, right"
+    )
+    smoothing: int = Field(default=5, ge=1, le=101, description="centred box-smoothing window")
+    detect_every: int = Field(default=5, ge=1, le=100, description="detect on every Nth frame")
+    max_gap: int = Field(
+        default=12, ge=0, description="frames a face may go undetected and still be tracked"
+    )
+    detect_size: int = Field(
+        default=480, ge=64, description="longest side frames are scaled to for detection"
+    )
+    min_face: float = Field(
+        default=0.08, gt=0, lt=1, description="smallest face, as a fraction of the shorter side"
+    )
+    blend_radius: int = Field(default=6, ge=0, le=64, description="feather radius; 0 = hard")
+    box: tuple[int, int, int, int] | None = Field(
+        default=None, description="fixed face box x1 y1 x2 y2: skip detection"
+    )
+
+
+class OutputSettings(_Section):
+    """How the result is encoded."""
+
+    crf: int = Field(default=19, ge=0, le=51)
+    x264_preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"
+    ] = "medium"
+    audio_bitrate: str = Field(default="128k", pattern=r"^\d+k$")
+    segment_seconds: float = Field(
+        default=10.0, gt=0, description="resume granularity: a killed job redoes at most this"
+    )
+
+
+class MemorySettings(_Section):
+    """Memory policy knobs; the policy decides everything left at its default."""
+
+    policy: str = "auto"
+    mode: Literal["conservative", "balanced", "aggressive"] = "balanced"
+    budget: int | None = Field(default=None, ge=0, description="bytes; accepts '8GB' too")
+    vram_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    batch_size: int | None = Field(default=None, ge=1)
+    chunk_frames: int | None = Field(default=None, ge=1)
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _parse_size(cls, value: Any) -> Any:
+        return parse_size(value) if isinstance(value, str) else value
+
+
+def parse_size(text: str) -> int:
+    """'8GB', '512 MiB', '1.5G', '1000000' -> bytes."""
+    match = re.fullmatch(r"\s*([\d.]+)\s*([kmgt]?)(i?b?)\s*", text.lower())
+    if not match:
+        raise ValueError(f"not a size: {text!r} (use e.g. 8GB, 512MB)")
+    number, unit, _ = match.groups()
+    power = " kmgt".index(unit) if unit else 0
+    return int(float(number) * 1024**power)
+
+
+def default_home() -> Path:
+    return Path(platformdirs.user_cache_dir("lipkit"))
+
+
+class LipkitSettings(BaseSettings):
+    """Every setting of a job. Nested sections read env vars like LIPKIT_FACE__PADS."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LIPKIT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    backend: str = Field(default="auto", description="generator name, or auto")
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, mps")
+    preset: str | None = None
+    fps: float = Field(default=25.0, gt=0, le=240, description="frame rate for a still image")
+    length_policy: LengthPolicy | None = Field(
+        default=None, description="when audio and face lengths differ; None = backend's choice"
+    )
+    seed: int = 0
+    audio_from_face: bool = False
+    home: Path = Field(default_factory=default_home, description="LIPKIT_HOME: models, cache, jobs")
+    work_dir: Path | None = None
+    keep_work: bool = False
+    resume: bool = True
+    max_image_pixels: int = Field(default=64_000_000, gt=0)
+    face: FaceSettings = Field(default_factory=FaceSettings)
+    output: OutputSettings = Field(default_factory=OutputSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
+    backends: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-backend parameters: [backends.NAME] in lipkit.toml"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # CLI flags / API arguments > LIPKIT_* environment > config file (over a preset) > defaults
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home / "jobs"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+
+_FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("lipkit_file_values", default=None)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The config file's values (already merged over a preset's), below the environment."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return (_FILE_VALUES.get() or {}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_VALUES.get() or {})
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    return data
+
+
+def find_config_file() -> Path | None:
+    """LIPKIT_CONFIG, else ./lipkit.toml if present."""
+    env = os.environ.get("LIPKIT_CONFIG")
+    if env:
+        return Path(env)
+    local = Path.cwd() / CONFIG_FILE_NAME
+    return local if local.is_file() else None
+
+
+def load_settings(
+    overrides: dict[str, Any] | None = None,
+    *,
+    config_file: Path | None = None,
+    use_default_config: bool = True,
+) -> LipkitSettings:
+    """Build settings from defaults < preset < config file < environment < ``overrides``.
+
+    ``overrides`` holds only what the caller actually set (CLI flags given, API keyword
+    arguments). A preset named anywhere fills in below the config file's own values.
+    """
+    from lipkit.presets import preset_values
+
+    overrides = overrides or {}
+    path = config_file or (find_config_file() if use_default_config else None)
+    file_values = read_config_file(path) if path else {}
+    preset = overrides.get("preset") or os.environ.get("LIPKIT_PRESET") or file_values.get("preset")
+    layered = _deep_merge(preset_values(preset) if preset else {}, file_values)
+    token = _FILE_VALUES.set(layered)
+    try:
+        return LipkitSettings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "settings")) from None
+    finally:
+        _FILE_VALUES.reset(token)
+
+
+def format_validation_error(exc: ValidationError, what: str) -> str:
+    lines = [f"invalid {what}:"]
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"]) or "(root)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        lines.append(f"  {loc}: {msg} (got {err.get('input')!r})")
+    return "\n".join(lines)

@@ -1,0 +1,230 @@
+"""Runtime interfaces a plugin implements. Hot-path data are plain numpy arrays.
+
+Conventions for every interface here:
+- images are ``uint8`` RGB arrays shaped ``[..., height, width, 3]``;
+- audio is ``float32`` mono at 16 kHz in [-1, 1];
+- frame indices are output frame numbers (0-based) as ``int64`` arrays;
+- errors a user can cause are raised as :mod:`lipkit.errors` classes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel
+
+from lipkit.plan import MemoryPlan, MemoryRequest
+from lipkit.specs import (
+    AudioEncoderSpec,
+    DeviceInfo,
+    EncoderSpec,
+    FaceProcessorSpec,
+    GeneratorSpec,
+    MemoryPolicySpec,
+    Precision,
+)
+
+
+class NoParams(BaseModel):
+    """Parameter model for implementations that take none."""
+
+    model_config = {"extra": "forbid"}
+
+
+# --------------------------------------------------------------------------- memory policy
+
+
+@dataclass
+class OomEvent:
+    """An out-of-memory error a stage hit, handed to the memory policy."""
+
+    stage: str
+    batch_size: int
+    device: DeviceInfo
+    error: BaseException
+    plan: MemoryPlan
+
+
+class MemoryPolicy(ABC):
+    spec: ClassVar[MemoryPolicySpec]
+
+    @abstractmethod
+    def plan(self, request: MemoryRequest) -> MemoryPlan:
+        """Return the plan for ``request``; raise ResourceError if one item cannot fit."""
+
+    def on_oom(self, event: OomEvent) -> MemoryPlan | None:
+        """Return a smaller plan to retry with, or None to give up (default: halve the batch)."""
+        if event.batch_size <= 1:
+            return None
+        sizes = dict(event.plan.batch_sizes)
+        sizes[event.stage] = max(1, event.batch_size // 2)
+        reasons = [
+            *event.plan.reasons,
+            f"out of memory in {event.stage} at batch "
+            f"{event.batch_size}: retrying at {sizes[event.stage]}",
+        ]
+        return event.plan.model_copy(update={"batch_sizes": sizes, "reasons": reasons})
+
+
+# --------------------------------------------------------------------------- audio encoding
+
+
+class AudioFeatures(ABC):
+    """Per-video-frame audio conditioning for a whole track, served window by window."""
+
+    num_frames: int
+
+    @abstractmethod
+    def window(self, frames: np.ndarray) -> np.ndarray:
+        """Conditioning for output frames ``frames``: ``float32 [len(frames), *frame_shape]``.
+
+        Any index in ``[0, num_frames)`` is valid, in any order; the result for a frame does
+        not depend on which other frames are asked for with it.
+        """
+
+
+class AudioEncoder(ABC):
+    spec: ClassVar[AudioEncoderSpec]
+    params_model: ClassVar[type[BaseModel]] = NoParams
+
+    @abstractmethod
+    def encode(
+        self,
+        audio: np.ndarray,
+        *,
+        fps: float,
+        num_frames: int,
+        params: BaseModel,
+        device: DeviceInfo,
+    ) -> AudioFeatures:
+        """Encode 16 kHz mono ``audio`` for a video of ``num_frames`` frames at ``fps``."""
+
+
+# --------------------------------------------------------------------------- face processing
+
+
+@dataclass
+class Detection:
+    """One face in one frame, in frame pixel coordinates."""
+
+    box: np.ndarray  # float32 [4]: x1, y1, x2, y2
+    score: float = 1.0
+    landmarks: np.ndarray | None = None  # float32 [K, 2], if the processor provides them
+
+
+class FaceSession(ABC):
+    """An opened face processor; created once per job."""
+
+    @abstractmethod
+    def detect(self, frames: np.ndarray) -> list[Detection | None]:
+        """Detect the main face in each of ``frames`` (``[B, H, W, 3]``); None where none."""
+
+    @abstractmethod
+    def align(self, detection: Detection, crop_size: int) -> np.ndarray:
+        """Return the 2x3 affine matrix mapping frame pixels to a ``crop_size`` square crop."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""
+
+
+class FaceProcessor(ABC):
+    spec: ClassVar[FaceProcessorSpec]
+
+    @abstractmethod
+    def open(self, settings: Any, device: DeviceInfo) -> FaceSession:
+        """Open a session with the job's :class:`lipkit.config.FaceSettings`."""
+
+
+# --------------------------------------------------------------------------- generation
+
+
+@dataclass
+class GenerationBatch:
+    frame_indices: np.ndarray  # int64 [B], output frame numbers
+    crops: np.ndarray  # uint8 [B, S, S, 3] aligned face crops (S = spec.crop_size)
+    audio: np.ndarray  # float32 [B, *audio frame_shape]
+    history: np.ndarray | None = None  # uint8 [K, S, S, 3] previous generated crops, if declared
+
+
+@dataclass
+class GeneratorContext:
+    device: DeviceInfo
+    precision: Precision
+    params: BaseModel  # an instance of the generator's params_model, validated
+    model_home: Path  # where this backend's weights live by default
+    batch_size: int
+    seed: int
+
+
+class GeneratorSession(ABC):
+    @abstractmethod
+    def generate(self, batch: GenerationBatch) -> np.ndarray:
+        """Return generated crops ``uint8 [B, S, S, 3]``, deterministic for a seed."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release weights and device memory."""
+
+
+class Generator(ABC):
+    spec: ClassVar[GeneratorSpec]
+    params_model: ClassVar[type[BaseModel]] = NoParams
+
+    def missing_weights(self, params: BaseModel, model_home: Path) -> list[str]:
+        """Names of required weight files that are neither configured nor in ``model_home``."""
+        from lipkit.weights import missing_weights
+
+        return missing_weights(self.spec, params, model_home)
+
+    @abstractmethod
+    def load(self, ctx: GeneratorContext) -> GeneratorSession:
+        """Load weights onto ``ctx.device``; raise ModelError for a missing or wrong file."""
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+@dataclass
+class StreamInfo:
+    width: int
+    height: int
+    fps: float
+
+
+class FrameSink(ABC):
+    @abstractmethod
+    def write(self, frames: np.ndarray) -> None:
+        """Append ``uint8 [B, H, W, 3]`` frames."""
+
+    @abstractmethod
+    def close(self) -> Any:
+        """Finish the segment; return what ``finalize`` needs to find it (a path, frames)."""
+
+    def abort(self) -> None:  # noqa: B027 - optional hook
+        """Discard the segment after an error."""
+
+
+@dataclass
+class FinalizeRequest:
+    segments: list[Any]  # what each FrameSink.close returned, in order
+    stream: StreamInfo
+    num_frames: int
+    output: Path | None  # final path (file encoders); None for frames
+    audio_path: Path | None  # file whose first audio stream is muxed in
+    audio_seconds: float  # the audio is cut to this length
+    settings: Any  # lipkit.config.OutputSettings
+
+
+class OutputEncoder(ABC):
+    spec: ClassVar[EncoderSpec]
+
+    @abstractmethod
+    def open_segment(self, path: Path | None, stream: StreamInfo, settings: Any) -> FrameSink:
+        """Start a segment (a file at ``path`` for file encoders; ``None`` for frames)."""
+
+    @abstractmethod
+    def finalize(self, request: FinalizeRequest) -> Any:
+        """Join the segments into the result: the output path, or a frames array."""

@@ -1,0 +1,536 @@
+"""The streaming, resumable pipeline.
+
+decode -> face crops -> audio windows -> generation -> paste-back -> encode, chunk by chunk.
+Decoding and encoding run on their own threads behind bounded queues, so the generator is not
+kept waiting and at most a few chunks of frames are alive at once: peak memory does not grow
+with the video's length. Finished segments are recorded in the job's work directory; a re-run
+with the same inputs and settings skips them.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import structlog
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+from lipkit.config import LipkitSettings
+from lipkit.errors import JobInterrupted, LipkitError, ResourceError
+from lipkit.face import warp
+from lipkit.face.track import FaceTrack
+from lipkit.interfaces import (
+    AudioFeatures,
+    FinalizeRequest,
+    FrameSink,
+    GenerationBatch,
+    GeneratorContext,
+    GeneratorSession,
+    MemoryPolicy,
+    OomEvent,
+    StreamInfo,
+)
+from lipkit.media.audio import load_audio
+from lipkit.media.probe import probe_media
+from lipkit.pipeline.faces import cached_analyse
+from lipkit.pipeline.length import source_indices
+from lipkit.pipeline.source import SourceFrames
+from lipkit.pipeline.workdir import WorkDir, content_key, file_digest
+from lipkit.plan import MemoryPlan, StageStats, SyncResult
+from lipkit.resolver import Selection
+
+log = structlog.get_logger(__name__)
+
+QUEUE_DEPTH = 2
+_POLL = 0.1
+PIPELINE_VERSION = 1
+
+
+@dataclass
+class Progress:
+    """A progress report: ``phase`` is 'faces', 'render' or 'finalize'."""
+
+    phase: str
+    done: int
+    total: int
+    elapsed: float
+    rss_bytes: int
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Only real out-of-memory errors trigger recovery; everything else propagates."""
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch else None
+    return bool(oom and isinstance(exc, oom))
+
+
+@dataclass
+class _Chunk:
+    segment: int
+    frames_out: np.ndarray  # output frame numbers
+    frames: np.ndarray  # uint8 [n, H, W, 3]
+    last_in_segment: bool
+
+
+@dataclass
+class _Stats:
+    stages: dict[str, StageStats] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, stage: str, seconds: float, items: int, batch: int | None = None) -> None:
+        with self.lock:
+            entry = self.stages.setdefault(stage, StageStats(batch_size=batch))
+            entry.seconds += seconds
+            entry.items += items
+            if batch is not None:
+                entry.batch_size = batch
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class Pipeline:
+    """Runs one resolved job. Use :func:`lipkit.api.sync` rather than this class directly."""
+
+    def __init__(
+        self,
+        selection: Selection,
+        settings: LipkitSettings,
+        output: Path | None,
+        *,
+        memory_policy: MemoryPolicy,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self.sel = selection
+        self.plan = selection.plan
+        self.settings = settings
+        self.output = output
+        self.policy = memory_policy
+        self.memory: MemoryPlan = selection.plan.memory
+        self.progress = progress
+        self.stats = _Stats()
+        self.recoveries: list[str] = []
+        self._stop = threading.Event()
+        self._errors: list[BaseException] = []
+        self._history: np.ndarray | None = None
+        self._started = 0.0
+        self._process = psutil.Process()
+        self._peak_rss = 0
+
+    # ------------------------------------------------------------------ helpers
+
+    def _rss(self) -> int:
+        rss = int(self._process.memory_info().rss)
+        self._peak_rss = max(self._peak_rss, rss)
+        return rss
+
+    def _report(self, phase: str, done: int, total: int, since: float) -> None:
+        rss = self._rss()
+        if self.progress is not None:
+            self.progress(Progress(phase, done, total, time.perf_counter() - since, rss))
+
+    def _segment_frames(self) -> int:
+        chunk = self.memory.chunk_frames
+        per_segment = max(1, round(self.settings.output.segment_seconds * self.plan.fps))
+        return max(chunk, per_segment // chunk * chunk)
+
+    def _job_key(self) -> str:
+        plan = self.plan
+        return content_key(
+            PIPELINE_VERSION,
+            file_digest(plan.inputs.face_path),
+            file_digest(plan.inputs.audio_path),
+            [(row.stage, row.implementation, row.version) for row in plan.stages[2:]],
+            plan.generator_params,
+            self.settings.face.model_dump(mode="json"),
+            self.settings.output.model_dump(mode="json"),
+            plan.fps,
+            plan.num_frames,
+            plan.length_policy,
+            self.memory.chunk_frames,
+            self.memory.precision,
+            self.settings.seed,
+        )
+
+    # ------------------------------------------------------------------ run
+
+    def run(self) -> SyncResult:
+        self._started = time.perf_counter()
+        plan, sel = self.plan, self.sel
+        info = probe_media(plan.inputs.face_path, max_image_pixels=self.settings.max_image_pixels)
+
+        t = time.perf_counter()
+        audio = load_audio(plan.inputs.audio_path)
+        features = sel.audio_encoder.encode(
+            audio,
+            fps=plan.fps,
+            num_frames=plan.num_frames,
+            params=sel.audio_params,
+            device=plan.device,
+        )
+        self.stats.add("audio", time.perf_counter() - t, plan.num_frames)
+
+        face_settings = self.settings.face
+
+        def open_face() -> Any:
+            return sel.face_processor.open(face_settings, plan.device)
+
+        t = time.perf_counter()
+        track, cached, seconds = cached_analyse(
+            info,
+            open_face,
+            sel.face_processor.spec.name,
+            face_settings,
+            self.settings.cache_dir,
+            batch=self.memory.batch_sizes.get("detect", 16),
+            on_progress=lambda d, n: self._report("faces", d, n, t),
+        )
+        self.stats.add("faces", seconds, 0 if cached else info.num_frames)
+        log.info("face track ready", cached=cached, valid=track.num_valid, frames=len(track.valid))
+
+        stream = StreamInfo(width=info.width, height=info.height, fps=plan.fps)
+        file_output = sel.encoder.spec.kind == "file"
+        work = None
+        if file_output:
+            work = WorkDir(
+                self.settings.work_dir or self.settings.jobs_dir,
+                self._job_key(),
+                {"face": str(plan.inputs.face_path), "audio": str(plan.inputs.audio_path)},
+            )
+        try:
+            segments, resumed = self._render(info, track, features, stream, work)
+            t = time.perf_counter()
+            self._report("finalize", 0, 1, t)
+            result = sel.encoder.finalize(
+                FinalizeRequest(
+                    segments=segments,
+                    stream=stream,
+                    num_frames=plan.num_frames,
+                    output=self.output,
+                    audio_path=plan.inputs.audio_path,
+                    audio_seconds=plan.num_frames / plan.fps
+                    if plan.length_policy == "trim"
+                    else plan.inputs.audio_seconds,
+                    settings=self.settings.output,
+                )
+            )
+            self.stats.add("finalize", time.perf_counter() - t, plan.num_frames)
+            self._report("finalize", 1, 1, t)
+        except BaseException:
+            if work is not None:
+                work.release(remove=False)
+            raise
+        if work is not None:
+            work.release(remove=not self.settings.keep_work)
+        frames = None if file_output else result
+        return SyncResult(
+            output=self.output if file_output else None,
+            frames=frames,
+            audio=None if file_output else audio,
+            plan=plan,
+            fps=plan.fps,
+            num_frames=plan.num_frames,
+            duration=plan.num_frames / plan.fps,
+            stats=dict(self.stats.stages),
+            resumed_segments=resumed,
+            oom_recoveries=self.recoveries,
+            work_dir=work.path if work is not None and self.settings.keep_work else None,
+            wall_seconds=time.perf_counter() - self._started,
+            peak_rss_bytes=self._peak_rss,
+        )
+
+    # ------------------------------------------------------------------ render
+
+    def _render(
+        self,
+        info: Any,
+        track: FaceTrack,
+        features: AudioFeatures,
+        stream: StreamInfo,
+        work: WorkDir | None,
+    ) -> tuple[list[Any], int]:
+        total = self.plan.num_frames
+        seg_frames = self._segment_frames()
+        n_segments = math.ceil(total / seg_frames)
+        done: dict[int, Any] = {}
+        if work is not None and self.settings.resume:
+            for index in range(n_segments):
+                frames = min(seg_frames, total - index * seg_frames)
+                path = work.finished(index, frames)
+                if path is not None:
+                    done[index] = path
+        todo = [i for i in range(n_segments) if i not in done]
+        if done:
+            log.info("resuming", finished=len(done), remaining=len(todo))
+        if not todo:
+            return [done[i] for i in range(n_segments)], len(done)
+
+        gen = self.sel.generator
+        ctx = GeneratorContext(
+            device=self.plan.device,
+            precision=self.memory.precision,
+            params=self.sel.generator_params,
+            model_home=self.settings.models_dir / gen.spec.name,
+            batch_size=self.memory.batch_sizes["generate"],
+            seed=self.settings.seed,
+        )
+        t = time.perf_counter()
+        session = gen.load(ctx)
+        self.stats.add("load", time.perf_counter() - t, 1)
+        face_session = self.sel.face_processor.open(self.settings.face, self.plan.device)
+        source = SourceFrames(info)
+
+        to_work: queue.Queue[_Chunk | None] = queue.Queue(QUEUE_DEPTH)
+        to_write: queue.Queue[_Chunk | None] = queue.Queue(QUEUE_DEPTH)
+        written: dict[int, Any] = {}
+        progress_start = time.perf_counter()
+        counter = {"frames": sum(min(seg_frames, total - i * seg_frames) for i in done)}
+
+        def chunks() -> Iterator[_Chunk]:
+            chunk = self.memory.chunk_frames
+            for index in todo:
+                start = index * seg_frames
+                stop = min(total, start + seg_frames)
+                for a in range(start, stop, chunk):
+                    b = min(stop, a + chunk)
+                    out = np.arange(a, b, dtype=np.int64)
+                    t0 = time.perf_counter()
+                    src = source_indices(out, info.num_frames, self.plan.length_policy)
+                    frames = source.get(src)
+                    self.stats.add("decode", time.perf_counter() - t0, len(out))
+                    yield _Chunk(index, out, frames, b == stop)
+
+        def reader() -> None:
+            for item in chunks():
+                self._put(to_work, item)
+            self._put(to_work, None)
+
+        def writer() -> None:
+            sink: FrameSink | None = None
+            current = -1
+            try:
+                while True:
+                    item = self._get(to_write)
+                    if item is None:
+                        return
+                    t0 = time.perf_counter()
+                    if item.segment != current:
+                        path = work.segment_path(item.segment) if work is not None else None
+                        sink = self.sel.encoder.open_segment(path, stream, self.settings.output)
+                        current = item.segment
+                    assert sink is not None
+                    sink.write(item.frames)
+                    if item.last_in_segment:
+                        written[item.segment] = result = sink.close()
+                        sink = None
+                        if work is not None:
+                            count = min(seg_frames, total - item.segment * seg_frames)
+                            work.record(item.segment, Path(result), count)
+                    self.stats.add("encode", time.perf_counter() - t0, len(item.frames_out))
+                    counter["frames"] += len(item.frames_out)
+                    self._report("render", counter["frames"], total, progress_start)
+            finally:
+                if sink is not None:
+                    sink.abort()
+
+        threads = [
+            threading.Thread(target=self._guard, args=(reader,), name="lipkit-decode", daemon=True),
+            threading.Thread(target=self._guard, args=(writer,), name="lipkit-encode", daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            while True:
+                item = self._get(to_work)
+                if item is None:
+                    break
+                item.frames = self._process_chunk(item, track, features, session, face_session)
+                self._put(to_write, item)
+            self._put(to_write, None)
+            threads[1].join()
+        except (KeyboardInterrupt, _Cancelled) as exc:
+            self._stop.set()
+            for thread in threads:
+                thread.join(timeout=10)
+            if self._errors:
+                raise self._errors[0] from None
+            if isinstance(exc, KeyboardInterrupt):
+                kept = len(done) + len(written)
+                raise JobInterrupted(
+                    f"interrupted: {kept} of {n_segments} segments are finished and kept",
+                    hint="run the same command again to resume",
+                ) from None
+            raise
+        finally:
+            self._stop.set()
+            for thread in threads:
+                thread.join(timeout=10)
+            session.close()
+            face_session.close()
+            source.close()
+        if self._errors:
+            raise self._errors[0]
+        merged = {**done, **written}
+        return [merged[i] for i in range(n_segments)], len(done)
+
+    # ------------------------------------------------------------------ threads
+
+    def _guard(self, body: Callable[[], None]) -> None:
+        try:
+            body()
+        except _Cancelled:
+            pass
+        except BaseException as exc:  # reported to the main thread
+            self._errors.append(exc)
+            self._stop.set()
+
+    def _put(self, q: queue.Queue[Any], item: Any) -> None:
+        while True:
+            if self._stop.is_set():
+                raise _Cancelled
+            try:
+                q.put(item, timeout=_POLL)
+                return
+            except queue.Full:
+                continue
+
+    def _get(self, q: queue.Queue[Any]) -> Any:
+        while True:
+            try:
+                return q.get(timeout=_POLL)
+            except queue.Empty:
+                if self._stop.is_set():
+                    raise _Cancelled from None
+
+    # ------------------------------------------------------------------ generation
+
+    def _process_chunk(
+        self,
+        chunk: _Chunk,
+        track: FaceTrack,
+        features: AudioFeatures,
+        session: GeneratorSession,
+        face_session: Any,
+    ) -> np.ndarray:
+        spec = self.sel.generator.spec
+        size = spec.crop_size
+        src = source_indices(chunk.frames_out, len(track.valid), self.plan.length_policy)
+        with_face = np.flatnonzero(track.valid[src])
+        frames = chunk.frames
+        if len(with_face) == 0:
+            return frames
+        t0 = time.perf_counter()
+        matrices = []
+        crops = np.empty((len(with_face), size, size, 3), np.uint8)
+        for j, row in enumerate(with_face.tolist()):
+            det = track.detection(int(src[row]))
+            assert det is not None
+            matrix = face_session.align(det, size)
+            matrices.append(matrix)
+            crops[j] = warp.crop(frames[row], matrix, size)
+        self.stats.add("crop", time.perf_counter() - t0, len(with_face))
+
+        t0 = time.perf_counter()
+        audio = features.window(chunk.frames_out[with_face])
+        self.stats.add("audio_window", time.perf_counter() - t0, len(with_face))
+
+        t0 = time.perf_counter()
+        generated = self._generate(session, chunk.frames_out[with_face], crops, audio)
+        self.stats.add(
+            "generate",
+            time.perf_counter() - t0,
+            len(with_face),
+            self.memory.batch_sizes["generate"],
+        )
+
+        t0 = time.perf_counter()
+        out = frames
+        for j, row in enumerate(with_face.tolist()):
+            out[row] = warp.paste(
+                frames[row],
+                generated[j],
+                matrices[j],
+                region=spec.mouth_region,
+                blend_radius=self.settings.face.blend_radius,
+            )
+        self.stats.add("paste", time.perf_counter() - t0, len(with_face))
+        return out
+
+    def _generate(
+        self,
+        session: GeneratorSession,
+        frame_numbers: np.ndarray,
+        crops: np.ndarray,
+        audio: np.ndarray,
+    ) -> np.ndarray:
+        """Generate in batches of the plan's size; on a real OOM shrink the batch and retry."""
+        history_len = self.sel.generator.spec.history_frames
+
+        def attempt() -> np.ndarray:
+            size = self.memory.batch_sizes["generate"]
+            history = self._history
+            parts = []
+            for a in range(0, len(crops), size):
+                b = min(len(crops), a + size)
+                batch = GenerationBatch(frame_numbers[a:b], crops[a:b], audio[a:b], history)
+                out = session.generate(batch)
+                if out.shape != crops[a:b].shape or out.dtype != np.uint8:
+                    raise LipkitError(
+                        f"backend {self.sel.generator.spec.name!r} returned {out.shape} "
+                        f"{out.dtype}, expected {crops[a:b].shape} uint8: a plugin bug"
+                    )
+                parts.append(out)
+                if history_len:
+                    history = out[-history_len:]
+            if history_len:
+                self._history = history
+            return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+        retrying = Retrying(
+            retry=retry_if_exception(is_oom),
+            stop=stop_after_attempt(16),
+            before_sleep=self._shrink,
+            reraise=True,
+        )
+        result: np.ndarray = retrying(attempt)
+        return result
+
+    def _shrink(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        assert exc is not None
+        size = self.memory.batch_sizes["generate"]
+        torch = sys.modules.get("torch")
+        if torch is not None and getattr(torch, "cuda", None) and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        new = self.policy.on_oom(OomEvent("generate", size, self.plan.device, exc, self.memory))
+        if new is None or new.batch_sizes["generate"] >= size:
+            raise ResourceError(
+                f"out of memory generating even {size} frame(s) at a time on "
+                f"{self.plan.device.name}",
+                hint="lower memory.batch_size, use --precision fp16, or a larger device",
+            ) from exc
+        self.memory = new
+        note = (
+            f"out of memory at generation batch {size}; continuing at {new.batch_sizes['generate']}"
+        )
+        self.recoveries.append(note)
+        log.warning("recovered from out-of-memory", batch=size, new=new.batch_sizes["generate"])

@@ -1,0 +1,128 @@
+"""A job's work directory: finished segments, their manifest, and a lock.
+
+The directory is named by a key over the inputs' content and every setting that changes the
+output, so a re-run with the same inputs and settings finds the finished segments and resumes.
+A second concurrent job with the same key cannot take the lock and gets a fresh directory of its
+own: concurrent jobs never share one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+from lipkit.weights import sha256_of
+
+log = structlog.get_logger(__name__)
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+def content_key(*parts: Any) -> str:
+    """A stable hash of JSON-able parts."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+class WorkDir:
+    """An exclusively locked job directory with an atomically updated manifest."""
+
+    def __init__(self, root: Path, key: str, meta: dict[str, Any]) -> None:
+        self.key = key
+        self.meta = meta
+        root.mkdir(parents=True, exist_ok=True)
+        self.path = root / key[:24]
+        self._lock: IO[str] | None = None
+        if not self._try_lock(self.path):
+            # another job with the same key is running: never share its directory
+            self.path = root / f"{key[:24]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            if not self._try_lock(self.path):
+                raise RuntimeError(f"cannot lock fresh work directory {self.path}")
+            log.info("work directory busy; using a private one", path=str(self.path))
+        self.manifest = self._read_manifest()
+
+    def _try_lock(self, path: Path) -> bool:
+        path.mkdir(parents=True, exist_ok=True)
+        handle = (path / "lock").open("w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock = handle
+        return True
+
+    def _read_manifest(self) -> dict[str, Any]:
+        fresh = {"version": MANIFEST_VERSION, "key": self.key, "meta": self.meta, "segments": {}}
+        path = self.path / MANIFEST
+        try:
+            data = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return fresh
+        if data.get("version") != MANIFEST_VERSION or data.get("key") != self.key:
+            return fresh
+        return data
+
+    def _write_manifest(self) -> None:
+        tmp = self.path / f".{MANIFEST}.tmp"
+        tmp.write_text(json.dumps(self.manifest, indent=1, sort_keys=True))
+        os.replace(tmp, self.path / MANIFEST)
+
+    def segment_path(self, index: int, suffix: str = ".mp4") -> Path:
+        return self.path / f"segment_{index:05d}{suffix}"
+
+    def finished(self, index: int, frames: int) -> Path | None:
+        """The segment's file if it was finished intact with ``frames`` frames, else None."""
+        entry = self.manifest["segments"].get(str(index))
+        if not entry or entry.get("frames") != frames:
+            return None
+        path = self.path / entry["file"]
+        if not path.is_file() or path.stat().st_size != entry.get("size"):
+            return None
+        if sha256_of(path) != entry.get("sha256"):
+            return None
+        return path
+
+    def record(
+        self, index: int, path: Path, frames: int, extra: dict[str, Any] | None = None
+    ) -> None:
+        """Mark segment ``index`` finished (after its file is complete on disk)."""
+        self.manifest["segments"][str(index)] = {
+            "file": path.name,
+            "frames": frames,
+            "size": path.stat().st_size,
+            "sha256": sha256_of(path),
+            **(extra or {}),
+        }
+        self._write_manifest()
+
+    def release(self, *, remove: bool) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+        if remove:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def file_digest(path: Path) -> str:
+    """Content hash of an input file, memoised by (path, size, mtime) for the process."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    cached = _DIGESTS.get(key)
+    if cached is None:
+        cached = _DIGESTS[key] = sha256_of(path)
+    return cached
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}

@@ -1,0 +1,122 @@
+"""What the resolver decides (a plan) and what a run reports (a result)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from lipkit.specs import DeviceInfo, GeneratorSpec, LengthPolicy, Precision, Stage
+
+
+class MemoryRequest(BaseModel):
+    """What a memory policy is asked to plan for."""
+
+    model_config = ConfigDict(frozen=True)
+
+    device: DeviceInfo
+    generator: GeneratorSpec
+    frame_width: int
+    frame_height: int
+    num_frames: int
+    mode: Literal["conservative", "balanced", "aggressive"] = "balanced"
+    budget_bytes: int | None = Field(default=None, description="absolute budget; None = auto")
+    vram_fraction: float = Field(default=0.0, ge=0.0, le=1.0, description="0 = auto")
+    batch_size: int | None = Field(default=None, description="user override for generation")
+    chunk_frames: int | None = Field(default=None, description="user override")
+    precision: Precision | Literal["auto"] = "auto"
+
+
+class MemoryPlan(BaseModel):
+    """Batch sizes, precision and chunking every stage follows."""
+
+    policy: str
+    budget_bytes: int
+    batch_sizes: dict[str, int] = Field(
+        description="per stage: 'detect', 'audio', 'generate' (and backend-specific ones)"
+    )
+    chunk_frames: int = Field(gt=0, description="frames decoded and processed together")
+    precision: Precision
+    offload: Literal["none", "model", "block"] = "none"
+    blocks_on_device: int | None = None
+    spill_to_disk: bool = False
+    face_device: str = "cpu"
+    reasons: list[str] = Field(default_factory=list)
+
+
+class StageChoice(BaseModel):
+    """One row of a plan: which implementation runs a stage, and why."""
+
+    stage: Stage
+    implementation: str
+    plugin: str
+    version: str
+    reason: str
+
+
+class InputSummary(BaseModel):
+    face_path: Path
+    face_is_still: bool
+    width: int
+    height: int
+    source_fps: float
+    source_frames: int
+    audio_path: Path
+    audio_seconds: float
+
+
+class Plan(BaseModel):
+    """A resolved pipeline: one implementation per stage, with reasons, ready to run."""
+
+    stages: list[StageChoice]
+    device: DeviceInfo
+    memory: MemoryPlan
+    generator_params: dict[str, Any]
+    settings: dict[str, Any] = Field(description="the effective settings, as JSON-able data")
+    inputs: InputSummary
+    fps: float
+    num_frames: int = Field(description="frames in the output")
+    length_policy: LengthPolicy
+    notices: list[str] = Field(default_factory=list)
+
+    def choice(self, stage: Stage) -> StageChoice:
+        for row in self.stages:
+            if row.stage == stage:
+                return row
+        raise KeyError(stage)
+
+
+class StageStats(BaseModel):
+    seconds: float = 0.0
+    items: int = 0
+    batch_size: int | None = None
+
+    @property
+    def items_per_second(self) -> float:
+        return self.items / self.seconds if self.seconds > 0 else 0.0
+
+
+class SyncResult(BaseModel):
+    """What `lipkit.sync` returns."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    output: Path | None = Field(description="the written file, or None for frames in memory")
+    frames: np.ndarray | None = Field(
+        default=None, description="[frames, height, width, 3] uint8 RGB when output is None"
+    )
+    audio: np.ndarray | None = Field(
+        default=None, description="16 kHz mono float32 speech when output is None"
+    )
+    plan: Plan
+    fps: float
+    num_frames: int
+    duration: float
+    stats: dict[str, StageStats] = Field(default_factory=dict)
+    resumed_segments: int = 0
+    oom_recoveries: list[str] = Field(default_factory=list)
+    work_dir: Path | None = None
+    wall_seconds: float = 0.0
+    peak_rss_bytes: int = 0

@@ -1,0 +1,378 @@
+"""The resolver: hardware + settings + declarations -> a plan, with the reason for each choice.
+
+It never runs anything heavy: it probes the inputs' headers, asks the device detectors and reads
+each candidate's spec. An explicit choice that cannot run is an error naming what is missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from lipkit.config import LipkitSettings, format_validation_error
+from lipkit.errors import ConfigError, InputError, ModelError, PluginError, ResourceError
+from lipkit.interfaces import AudioEncoder, FaceProcessor, Generator, OutputEncoder
+from lipkit.plan import InputSummary, MemoryRequest, Plan, StageChoice
+from lipkit.plugins import Registry, require
+from lipkit.specs import DeviceInfo, LengthPolicy, Stage
+from lipkit.weights import how_to_get
+
+log = structlog.get_logger(__name__)
+
+GPU_KINDS = ("cuda", "rocm")
+DEVICE_PREFERENCE = {"cuda": 3, "rocm": 3, "mps": 2, "cpu": 1}
+PREVIEW_NOTICE = (
+    "using the builtin 'preview' generator: it only opens and closes the mouth with the speech "
+    "energy so you can check tracking, timing and blending; it is not a lip-sync model"
+)
+
+
+@dataclass
+class Selection:
+    """The live objects a plan refers to, for the pipeline."""
+
+    plan: Plan
+    generator: Generator
+    generator_params: BaseModel
+    audio_encoder: AudioEncoder
+    audio_params: BaseModel
+    face_processor: FaceProcessor
+    encoder: OutputEncoder
+
+
+def split_params(
+    generator: Generator, encoder: AudioEncoder, params: dict[str, Any]
+) -> tuple[BaseModel, BaseModel]:
+    """Validate ``params`` against the generator's and its audio encoder's models."""
+    gen_fields = set(generator.params_model.model_fields)
+    enc_fields = set(encoder.params_model.model_fields)
+    unknown = sorted(set(params) - gen_fields - enc_fields)
+    name = generator.spec.name
+    valid = ", ".join(sorted(gen_fields | enc_fields)) or "none"
+    if unknown:
+        raise ConfigError(
+            f"unknown parameter(s) for backend {name!r}: {', '.join(unknown)}",
+            hint=f"valid parameters: {valid}",
+        )
+    try:
+        gen = generator.params_model(**{k: v for k, v in params.items() if k in gen_fields})
+        enc = encoder.params_model(**{k: v for k, v in params.items() if k in enc_fields})
+    except ValidationError as exc:
+        raise ConfigError(
+            format_validation_error(exc, f"parameters for backend {name!r}"),
+            hint=f"valid parameters: {valid}",
+        ) from None
+    return gen, enc
+
+
+def output_frames(
+    policy: LengthPolicy, audio_seconds: float, fps: float, source_frames: int, still: bool
+) -> int:
+    """Frames in the output: the audio's length, or the shorter of the two for ``trim``."""
+    audio_frames = round(audio_seconds * fps)
+    if policy == "trim" and not still:
+        return min(audio_frames, source_frames)
+    return audio_frames
+
+
+class Resolver:
+    def __init__(self, registry: Registry, settings: LipkitSettings) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.notices: list[str] = []
+
+    # ------------------------------------------------------------------ stages
+
+    def _row(self, stage: Stage, family: str, name: str, reason: str) -> StageChoice:
+        owner = self.registry.owner(family, name)
+        return StageChoice(
+            stage=stage,
+            implementation=name,
+            plugin=owner.name,
+            version=owner.version,
+            reason=reason,
+        )
+
+    def _params_for(self, name: str, extra: dict[str, Any]) -> dict[str, Any]:
+        return {**self.settings.backends.get(name, {}), **extra}
+
+    def _viable(
+        self, gen: Generator, params: dict[str, Any], still: bool, devices: list[DeviceInfo]
+    ) -> str | None:
+        """Why ``gen`` cannot run here, or None if it can."""
+        spec = gen.spec
+        if still and not spec.accepts_still:
+            return "does not take a still image"
+        if spec.audio_encoder not in self.registry.audio_encoders:
+            return f"needs audio encoder {spec.audio_encoder!r}, which is not installed"
+        try:
+            gen_params, _ = split_params(
+                gen, self.registry.audio_encoders[spec.audio_encoder], params
+            )
+        except ConfigError as exc:
+            return exc.message
+        missing = gen.missing_weights(gen_params, self.settings.models_dir / spec.name)
+        if missing:
+            return f"weights not found: {', '.join(missing)}"
+        if self._pick_device(gen, devices, explain=False) is None:
+            return "no device with enough memory (" + ", ".join(spec.devices) + ")"
+        return None
+
+    def choose_generator(
+        self, params: dict[str, Any], still: bool, devices: list[DeviceInfo]
+    ) -> tuple[Generator, str]:
+        backend = self.settings.backend
+        gens = self.registry.generators
+        if backend != "auto":
+            gen = require(gens, "backend", backend)
+            self._explain_unrunnable(gen, self._params_for(backend, params), still, devices)
+            return gen, "chosen by the user"
+        ranked = sorted(
+            (g for g in gens.values() if not g.spec.is_preview),
+            key=lambda g: (-g.spec.quality, g.spec.name),
+        )
+        skipped = []
+        for gen in ranked:
+            why_not = self._viable(gen, self._params_for(gen.spec.name, params), still, devices)
+            if why_not is None:
+                return gen, f"best installed backend (quality {gen.spec.quality}) that can run here"
+            skipped.append(f"{gen.spec.name}: {why_not}")
+        preview = next((g for g in gens.values() if g.spec.is_preview), None)
+        if preview is None:
+            raise PluginError("no backend can run and the builtin preview is missing")
+        detail = f" (skipped {'; '.join(skipped)})" if skipped else " (no backend is installed)"
+        self.notices.append(PREVIEW_NOTICE + detail)
+        return preview, "fallback: no real backend can run" + detail
+
+    def _explain_unrunnable(
+        self, gen: Generator, params: dict[str, Any], still: bool, devices: list[DeviceInfo]
+    ) -> None:
+        spec = gen.spec
+        if still and not spec.accepts_still:
+            raise ConfigError(
+                f"backend {spec.name!r} needs a face video, not a still image",
+                hint="give a video, or choose a backend that takes a portrait",
+            )
+        encoder = require(self.registry.audio_encoders, "audio encoder", spec.audio_encoder)
+        gen_params, _ = split_params(gen, encoder, params)
+        backend_dir = self.settings.models_dir / spec.name
+        for name in gen.missing_weights(gen_params, backend_dir):
+            weight = next(w for w in spec.weights if w.name == name)
+            raise ModelError(
+                f"backend {spec.name!r} needs {weight.filename!r} ({weight.description or name}), "
+                f"not found in {backend_dir}",
+                hint=how_to_get(weight)
+                + (f", or pass --param {weight.param}=PATH" if weight.param else ""),
+            )
+        self._pick_device(gen, devices, explain=True)
+
+    def _pick_device(
+        self, gen: Generator, devices: list[DeviceInfo], *, explain: bool
+    ) -> DeviceInfo | None:
+        spec = gen.spec
+        wanted = self.settings.device
+        if wanted == "auto":
+            pool = [d for d in devices if d.kind in spec.devices]
+        else:
+            pool = [d for d in devices if wanted in (d.id, d.kind)]
+            if not pool and wanted == "cuda":
+                pool = [d for d in devices if d.kind == "rocm"]
+            if not pool:
+                if not explain:
+                    return None
+                found = ", ".join(d.id for d in devices) or "none"
+                raise ResourceError(
+                    f"device {wanted!r} not found (found: {found})",
+                    hint="use --device auto, or install a torch build for your GPU",
+                )
+            pool = [d for d in pool if d.kind in spec.devices]
+            if not pool:
+                if not explain:
+                    return None
+                raise ResourceError(
+                    f"backend {spec.name!r} cannot run on {wanted}; it runs on "
+                    f"{', '.join(spec.devices)}",
+                    hint="a GPU is needed: use a machine with one, or --backend preview",
+                )
+        fits = [d for d in pool if d.total_memory >= spec.min_memory.get(d.kind, 0)]
+        if not fits:
+            if not explain:
+                return None
+            need = {d.id: spec.min_memory.get(d.kind, 0) for d in pool}
+            raise ResourceError(
+                f"backend {spec.name!r} needs more device memory than available: "
+                + ", ".join(f"{k} needs {v / 2**30:.1f} GiB" for k, v in need.items()),
+                hint="use a device with more memory",
+            )
+        return max(fits, key=lambda d: (DEVICE_PREFERENCE[d.kind], d.free_memory))
+
+    def choose_face(self, gen: Generator) -> tuple[FaceProcessor, str]:
+        spec = gen.spec
+        wanted = self.settings.face.detector
+        procs = self.registry.face_processors
+        if self.settings.face.box is not None and not spec.needs_landmarks:
+            reason = "fixed face box given: detection skipped"
+        else:
+            reason = ""
+        if wanted != "auto":
+            proc = require(procs, "face processor", wanted)
+            if spec.needs_landmarks and not proc.spec.landmarks:
+                raise ConfigError(
+                    f"backend {spec.name!r} needs facial landmarks; face processor "
+                    f"{wanted!r} gives boxes only",
+                    hint="choose a face processor with landmarks, or --face-detector auto",
+                )
+            return proc, reason or "chosen by the user"
+        fitting = [
+            p
+            for p in procs.values()
+            if (p.spec.landmarks or not spec.needs_landmarks)
+            and (p.spec.alignment == spec.alignment or spec.alignment == "box")
+        ]
+        if not fitting:
+            raise PluginError(
+                f"backend {spec.name!r} needs a face processor with "
+                f"{'landmarks and ' if spec.needs_landmarks else ''}{spec.alignment} alignment; "
+                "none is installed",
+                hint="install the backend's face-processing extra (see its README)",
+            )
+        best = max(fitting, key=lambda p: (p.spec.rank, p.spec.name))
+        return best, reason or f"highest-ranked processor giving {spec.alignment} alignment"
+
+    def choose_encoder(self, output: Path | None) -> tuple[OutputEncoder, str]:
+        encoders = self.registry.encoders
+        if output is None:
+            frames = [e for e in encoders.values() if e.spec.kind == "frames"]
+            if not frames:
+                raise PluginError("no encoder returns frames in memory")
+            return frames[0], "no output path: frames returned in memory"
+        suffix = output.suffix.lower()
+        for enc in sorted(encoders.values(), key=lambda e: e.spec.name):
+            if enc.spec.kind == "file" and suffix in enc.spec.suffixes:
+                return enc, f"writes {suffix} files"
+        known = sorted({s for e in encoders.values() for s in e.spec.suffixes})
+        raise ConfigError(
+            f"cannot write {suffix or 'a file without an extension'}: {output}",
+            hint=f"use one of: {', '.join(known)}",
+        )
+
+    # ------------------------------------------------------------------ the plan
+
+    def resolve(
+        self,
+        face: Path,
+        audio: Path | None,
+        output: Path | None,
+        params: dict[str, Any] | None = None,
+    ) -> Selection:
+        from lipkit.media.probe import probe_audio, probe_media
+
+        params = dict(params or {})
+        settings = self.settings
+        info = probe_media(face, max_image_pixels=settings.max_image_pixels)
+        if not info.has_video:
+            raise InputError(f"{face} has no video stream or image", hint="give a video or image")
+        if settings.audio_from_face or audio is None:
+            if audio is None and not settings.audio_from_face:
+                raise ConfigError("no audio given", hint="give an audio file or --audio-from-face")
+            audio = face
+        audio_info = probe_audio(audio)
+        if audio_info.seconds <= 0:
+            raise InputError(f"{audio} has a zero-length audio stream", hint="give speech audio")
+
+        devices = self.registry.devices()
+        gen, gen_reason = self.choose_generator(params, info.is_still, devices)
+        spec = gen.spec
+        encoder = require(self.registry.audio_encoders, "audio encoder", spec.audio_encoder)
+        gen_params, audio_params = split_params(gen, encoder, self._params_for(spec.name, params))
+        device = self._pick_device(gen, devices, explain=True)
+        assert device is not None
+        face_proc, face_reason = self.choose_face(gen)
+        out_enc, out_reason = self.choose_encoder(output)
+
+        fps = settings.fps if info.is_still else info.fps
+        policy: LengthPolicy = settings.length_policy or spec.default_length_policy
+        num_frames = output_frames(policy, audio_info.seconds, fps, info.num_frames, info.is_still)
+        if num_frames < 1:
+            raise InputError(
+                f"the audio is {audio_info.seconds:.3f} s: shorter than one frame at {fps:g} fps",
+                hint="give a longer speech track",
+            )
+
+        policies = self.registry.memory_policies
+        if settings.memory.policy == "auto":
+            policy_impl = max(policies.values(), key=lambda p: (p.spec.rank, p.spec.name))
+            mem_reason = f"highest-ranked installed policy ({len(policies)} installed)"
+        else:
+            policy_impl = require(policies, "memory policy", settings.memory.policy)
+            mem_reason = "chosen by the user"
+        mem = settings.memory
+        memory_plan = policy_impl.plan(
+            MemoryRequest(
+                device=device,
+                generator=spec,
+                frame_width=info.width,
+                frame_height=info.height,
+                num_frames=num_frames,
+                mode=mem.mode,
+                budget_bytes=mem.budget,
+                vram_fraction=mem.vram_fraction,
+                batch_size=mem.batch_size,
+                chunk_frames=mem.chunk_frames,
+                precision=mem.precision,
+            )
+        )
+
+        dev_reason = (
+            "chosen by the user"
+            if settings.device != "auto"
+            else f"best of {', '.join(d.id for d in devices)} for {spec.name}"
+        )
+        stages = [
+            StageChoice(
+                stage="device",
+                implementation=device.id,
+                plugin=device.detector or "device",
+                version="",
+                reason=f"{device.name}: {dev_reason}",
+            ),
+            self._row("memory", "memory", policy_impl.spec.name, mem_reason),
+            self._row(
+                "audio", "audio", encoder.spec.name, f"the audio encoder {spec.name} consumes"
+            ),
+            self._row("face", "face", face_proc.spec.name, face_reason),
+            self._row("generator", "generator", spec.name, gen_reason),
+            self._row("encoder", "encoder", out_enc.spec.name, out_reason),
+        ]
+        for conflict in self.registry.conflicts:
+            self.notices.append(conflict)
+        plan = Plan(
+            stages=stages,
+            device=device,
+            memory=memory_plan,
+            generator_params={
+                **gen_params.model_dump(mode="json"),
+                **audio_params.model_dump(mode="json"),
+            },
+            settings=settings.model_dump(mode="json"),
+            inputs=InputSummary(
+                face_path=info.path,
+                face_is_still=info.is_still,
+                width=info.width,
+                height=info.height,
+                source_fps=fps,
+                source_frames=info.num_frames,
+                audio_path=audio,
+                audio_seconds=audio_info.seconds,
+            ),
+            fps=fps,
+            num_frames=num_frames,
+            length_policy=policy,
+            notices=list(self.notices),
+        )
+        log.info("plan resolved", backend=spec.name, device=device.id, frames=num_frames)
+        return Selection(plan, gen, gen_params, encoder, audio_params, face_proc, out_enc)
