@@ -55,6 +55,36 @@ class HaarFaceSession(FaceSession):
             raise PluginError(f"OpenCV could not load {cascade_path()}")
         self._previous: np.ndarray | None = None
 
+    def _cascade(self, gray: np.ndarray, min_side: int, max_side: int = 0) -> np.ndarray:
+        found, _, weights = self.cascade.detectMultiScale3(
+            gray,
+            scaleFactor=1.1,
+            minNeighbors=5,
+            minSize=(min_side, min_side),
+            maxSize=(max_side, max_side) if max_side else (0, 0),
+            outputRejectLevels=True,
+        )
+        if len(found) == 0:
+            return np.zeros((0, 5), np.float32)
+        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in found], np.float32)
+        scores = np.asarray(weights, np.float32).reshape(-1, 1)
+        return np.concatenate([boxes, scores], axis=1)
+
+    def _near_previous(self, gray: np.ndarray, previous: np.ndarray) -> np.ndarray:
+        """Search only around the previous face (its size, scaled 0.7-1.5x): a cheap tracker."""
+        side = float(max(previous[2] - previous[0], previous[3] - previous[1]))
+        h, w = gray.shape
+        x0 = int(max(0, previous[0] - side))
+        y0 = int(max(0, previous[1] - side))
+        x1 = int(min(w, previous[2] + side))
+        y1 = int(min(h, previous[3] + side))
+        if x1 - x0 < 24 or y1 - y0 < 24:
+            return np.zeros((0, 5), np.float32)
+        found = self._cascade(gray[y0:y1, x0:x1], max(12, int(0.7 * side)), int(1.5 * side) + 1)
+        found[:, [0, 2]] += x0
+        found[:, [1, 3]] += y0
+        return found
+
     def _detect_one(self, frame: np.ndarray) -> Detection | None:
         h, w = frame.shape[:2]
         scale = min(1.0, self.settings.detect_size / max(h, w))
@@ -64,25 +94,23 @@ class HaarFaceSession(FaceSession):
                 gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
             )
         gray = cv2.equalizeHist(gray)
-        side = max(12, int(self.settings.min_face * min(gray.shape)))
-        found, _, weights = self.cascade.detectMultiScale3(
-            gray, scaleFactor=1.1, minNeighbors=5, minSize=(side, side), outputRejectLevels=True
-        )
+        found = np.zeros((0, 5), np.float32)
+        if self._previous is not None:
+            found = self._near_previous(gray, self._previous * np.float32(scale))
         if len(found) == 0:
+            found = self._cascade(gray, max(12, int(self.settings.min_face * min(gray.shape))))
+        if len(found) == 0:
+            self._previous = None
             return None
-        boxes = np.array(
-            [[x, y, x + bw, y + bh] for x, y, bw, bh in found], np.float32
-        ) / np.float32(scale)
-        scores = np.asarray(weights, np.float32).reshape(-1)
+        boxes = found[:, :4] / np.float32(scale)
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        best = int(np.argmax(areas))
         if self._previous is not None:
             overlaps = [_iou(b, self._previous) for b in boxes]
-            best = int(np.argmax(overlaps))
-            if overlaps[best] < 0.1:
-                best = int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
-        else:
-            best = int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
+            if max(overlaps) >= 0.1:
+                best = int(np.argmax(overlaps))
         self._previous = boxes[best]
-        return Detection(boxes[best], float(scores[best]) if len(scores) else 1.0)
+        return Detection(boxes[best], float(found[best, 4]))
 
     def detect(self, frames: np.ndarray) -> list[Detection | None]:
         return [self._detect_one(frame) for frame in frames]

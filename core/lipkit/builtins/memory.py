@@ -22,6 +22,7 @@ HEADROOM = {"conservative": 0.6, "balanced": 0.75, "aggressive": 0.9}
 CHUNKS_IN_FLIGHT = 6
 MAX_CHUNK_FRAMES = 64
 MIN_CHUNK_FRAMES = 8
+CHUNK_BYTES = 64 * MIB
 
 
 def _fmt(nbytes: int) -> str:
@@ -100,9 +101,13 @@ class AutoMemoryPolicy(MemoryPolicy):
             chunk = request.chunk_frames
             reasons.append(f"chunk {chunk} frames set by the user")
         else:
+            # a chunk of decoded frames stays around CHUNK_BYTES (64 frames at 360p, 24 at
+            # 720p, 10 at 1080p), and never takes more than a quarter of the host budget
+            by_size = max(MIN_CHUNK_FRAMES, CHUNK_BYTES // frame_bytes)
             by_host = max(1, host_budget // 4 // (frame_bytes * CHUNKS_IN_FLIGHT))
-            chunk = int(min(MAX_CHUNK_FRAMES, max(MIN_CHUNK_FRAMES, batch), by_host))
-            chunk = max(1, chunk)
+            chunk = int(min(MAX_CHUNK_FRAMES, by_size, by_host))
+            step = gen.chunk_multiple
+            chunk = max(step, chunk // step * step)
             reasons.append(
                 f"chunk {chunk} frames: {_fmt(chunk * frame_bytes * CHUNKS_IN_FLIGHT)} of "
                 "frames in flight at most"

@@ -62,13 +62,15 @@ def paste(
     region: tuple[float, float, float, float] = (0.0, 0.5, 1.0, 1.0),
     blend_radius: int = 6,
     mask: np.ndarray | None = None,
+    inplace: bool = False,
 ) -> np.ndarray:
-    """A new frame with ``generated`` (a crop under ``matrix``) blended back over ``region``.
+    """``frame`` with ``generated`` (a crop under ``matrix``) blended back over ``region``.
 
-    ``mask`` may be given precomputed (``region_mask``) to save work in a loop.
+    Returns a new frame, or ``frame`` itself modified when ``inplace``. ``mask`` may be given
+    precomputed (``region_mask``) to save work in a loop.
     """
     size = generated.shape[0]
-    out = frame.copy()
+    out = frame if inplace else frame.copy()
     x0, y0, x1, y1 = footprint(matrix, size, frame.shape)
     if x1 <= x0 or y1 <= y0:
         return out
