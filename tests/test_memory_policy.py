@@ -5,7 +5,7 @@ import pytest
 from lipkit.builtins.memory import AutoMemoryPolicy
 from lipkit.errors import ResourceError
 from lipkit.interfaces import OomEvent
-from lipkit.plan import MemoryRequest
+from lipkit.plans import MemoryRequest
 from lipkit.specs import GIB, MIB, DeviceInfo, GeneratorSpec
 
 GEN = GeneratorSpec(

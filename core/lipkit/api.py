@@ -9,7 +9,7 @@ from typing import Any
 from lipkit.config import LipkitSettings, load_settings
 from lipkit.errors import ConfigError
 from lipkit.pipeline.runner import Pipeline, ProgressCallback
-from lipkit.plan import Plan, SyncResult
+from lipkit.plans import Plan, SyncResult
 from lipkit.plugins import Registry, load_registry
 from lipkit.resolver import Resolver, Selection
 

@@ -58,7 +58,7 @@ def lipkit_memory_policies() -> list[MemoryPolicy]:
 
     ``policy.plan(request)`` turns a device, the job's frame size and length and the generator's
     declared costs (``model_memory``, ``memory_per_item``, ``min_memory``) into a
-    :class:`lipkit.plan.MemoryPlan`: batch size per stage, chunk length, precision, offload and
+    :class:`lipkit.plans.MemoryPlan`: batch size per stage, chunk length, precision, offload and
     reasons for each choice. It must raise :class:`lipkit.errors.ResourceError` *before any work
     starts* when even one item cannot fit, naming the setting to change.
 

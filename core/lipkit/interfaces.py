@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel
 
-from lipkit.plan import MemoryPlan, MemoryRequest
+from lipkit.plans import MemoryPlan, MemoryRequest
 from lipkit.specs import (
     AudioEncoderSpec,
     DeviceInfo,

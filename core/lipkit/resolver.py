@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from lipkit.config import LipkitSettings, format_validation_error
 from lipkit.errors import ConfigError, InputError, ModelError, PluginError, ResourceError
 from lipkit.interfaces import AudioEncoder, FaceProcessor, Generator, OutputEncoder
-from lipkit.plan import InputSummary, MemoryRequest, Plan, StageChoice
+from lipkit.plans import InputSummary, MemoryRequest, Plan, StageChoice
 from lipkit.plugins import Registry, require
 from lipkit.specs import DeviceInfo, LengthPolicy, Stage
 from lipkit.weights import how_to_get

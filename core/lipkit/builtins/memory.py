@@ -14,7 +14,7 @@ import psutil
 from lipkit.errors import ResourceError
 from lipkit.hookspecs import hookimpl
 from lipkit.interfaces import MemoryPolicy
-from lipkit.plan import MemoryPlan, MemoryRequest
+from lipkit.plans import MemoryPlan, MemoryRequest
 from lipkit.specs import GIB, MIB, MemoryPolicySpec, Precision
 
 HEADROOM = {"conservative": 0.6, "balanced": 0.75, "aggressive": 0.9}

@@ -45,7 +45,7 @@ from lipkit.pipeline.faces import cached_analyse
 from lipkit.pipeline.length import source_indices
 from lipkit.pipeline.source import SourceFrames
 from lipkit.pipeline.workdir import WorkDir, content_key, file_digest
-from lipkit.plan import MemoryPlan, StageStats, SyncResult
+from lipkit.plans import MemoryPlan, StageStats, SyncResult
 from lipkit.resolver import Selection
 
 log = structlog.get_logger(__name__)

@@ -1,0 +1,35 @@
+"""Conformance kit for lipkit plugins.
+
+Subclass the contract for your hook family in a test module and override the fixture that
+returns your implementation::
+
+    from lipkit_conformance import GeneratorContract
+
+    class TestMyBackend(GeneratorContract):
+        @pytest.fixture
+        def generator(self):
+            return MyGenerator()
+
+Every test in the contract then runs against it. ``implementations(family)`` lists the
+registered implementations of a family, for parametrising over all of them.
+"""
+
+from lipkit_conformance.contracts import (
+    AudioEncoderContract,
+    DeviceDetectorContract,
+    EncoderContract,
+    FaceProcessorContract,
+    GeneratorContract,
+    MemoryPolicyContract,
+    implementations,
+)
+
+__all__ = [
+    "AudioEncoderContract",
+    "DeviceDetectorContract",
+    "EncoderContract",
+    "FaceProcessorContract",
+    "GeneratorContract",
+    "MemoryPolicyContract",
+    "implementations",
+]

@@ -1,0 +1,1 @@
+"""lipkit-example-plugin: the template a plugin author copies (see README.md)."""

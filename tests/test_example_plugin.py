@@ -1,0 +1,145 @@
+"""The third-party example plugin: discovered through its entry point, conformant, and usable."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from cli_helpers import lipkit as run_cli
+from lipkit_conformance import GeneratorContract
+from lipkit_example.plugin import TintGenerator, write_tint
+
+import lipkit
+from lipkit.errors import ModelError
+from lipkit.plugins import load_registry
+
+TINT = (40.0, -10.0, -20.0)
+
+
+def test_entry_point_is_installed() -> None:
+    names = {ep.name: ep.value for ep in entry_points(group="lipkit")}
+    assert names.get("example") == "lipkit_example.plugin"
+
+
+class TestTintConformance(GeneratorContract):
+    @pytest.fixture
+    def generator(self) -> Any:
+        return TintGenerator()
+
+    @pytest.fixture
+    def model_home(self, tmp_path: Path) -> Path:
+        write_tint(tmp_path / "tint.safetensors", TINT)
+        return tmp_path
+
+
+def test_cli_lists_it_and_the_builtins_with_all() -> None:
+    proc = run_cli("plugins")  # a real process: autoload applies
+    assert proc.returncode == 0, proc.stderr
+    assert "example" in proc.stdout and "lipkit-example-plugin" in proc.stdout
+    assert "example-tint" in proc.stdout and "haar" not in proc.stdout
+    every = run_cli("plugins", "--all", "--json")
+    names = {p["name"] for p in json.loads(every.stdout)}
+    assert {"example", "preview", "haar", "mel", "mp4", "device", "memory"} <= names
+
+
+def test_allow_list_hides_it() -> None:
+    proc = run_cli("plugins", env={"LIPKIT_LOAD_PLUGINS": ""})
+    assert "example" not in proc.stdout
+
+
+def test_wrong_and_missing_weights(tmp_path: Path, sample_face: Path, sample_speech: Path) -> None:
+    reg = load_registry(allow=["example"])
+    with pytest.raises(ModelError) as err:
+        lipkit.sync(
+            sample_face, sample_speech, tmp_path / "o.mp4", backend="example-tint", registry=reg
+        )
+    assert "tint.safetensors" in str(err.value) and "lipkit models pull example-tint" in str(
+        err.value
+    )
+    bad = tmp_path / "bad.safetensors"
+    from safetensors.numpy import save_file
+
+    save_file({"colour": np.zeros(4, np.float32)}, str(bad))
+    with pytest.raises(ModelError, match="expected only 'tint'"):
+        lipkit.sync(
+            sample_face, sample_speech, None, backend="example-tint", registry=reg, weights=str(bad)
+        )
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelError, match="not a safetensors file"):
+        lipkit.sync(
+            sample_face,
+            sample_speech,
+            None,
+            backend="example-tint",
+            registry=reg,
+            weights=str(junk),
+        )
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_auto_prefers_a_backend_whose_weights_are_present(
+    lipkit_home: Path, sample_face: Path, sample_speech: Path
+) -> None:
+    reg = load_registry(allow=["example"])
+    plan = lipkit.plan(sample_face, sample_speech, registry=reg)
+    assert plan.choice("generator").implementation == "preview"
+    assert any("example-tint: weights not found" in n for n in plan.notices)
+    write_tint(lipkit_home / "models" / "example-tint" / "tint.safetensors", TINT)
+    plan = lipkit.plan(sample_face, sample_speech, registry=reg)
+    assert plan.choice("generator").implementation == "example-tint"
+    assert plan.choice("generator").plugin == "example" and not plan.notices
+
+
+def hub_cache(root: Path, repo: str, filename: str, payload: bytes) -> Path:
+    """A Hugging Face cache laid out as huggingface_hub writes it."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    folder = root / f"models--{repo.replace('/', '--')}"
+    blob = hashlib.sha256(payload).hexdigest()
+    (folder / "blobs").mkdir(parents=True)
+    (folder / "blobs" / blob).write_bytes(payload)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)
+    snap = folder / "snapshots" / commit
+    snap.mkdir(parents=True)
+    (snap / filename).symlink_to(folder / "blobs" / blob)
+    return root
+
+
+def test_models_list_and_pull_offline(
+    tmp_path: Path, lipkit_home: Path, sample_face: Path, sample_speech: Path
+) -> None:
+    listed = run_cli("models", "--json")
+    rows = {r["name"]: r for r in json.loads(listed.stdout)}
+    assert rows["example-tint"]["present"] is False
+    assert rows["example-tint"]["hf_repo"] == "lipkit-examples/example-tint"
+
+    payload_file = write_tint(tmp_path / "src.safetensors", TINT)
+    cache = hub_cache(
+        tmp_path / "hf",
+        "lipkit-examples/example-tint",
+        "tint.safetensors",
+        payload_file.read_bytes(),
+    )
+    offline = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
+    pulled = run_cli("models", "pull", "example-tint", env=offline)
+    assert pulled.returncode == 0, pulled.stderr
+    target = lipkit_home / "models" / "example-tint" / "tint.safetensors"
+    assert target.read_bytes() == payload_file.read_bytes()
+    assert "present" in run_cli("models").stdout
+
+    empty = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty")}
+    missing = run_cli("models", "pull", "example-tint", env=empty)
+    assert missing.returncode == 4 and "not in the Hugging Face cache" in missing.stderr
+    unknown = run_cli("models", "pull", "nope")
+    assert unknown.returncode == 4 and "example-tint" in unknown.stderr
+
+    out = tmp_path / "tinted.mp4"
+    run = run_cli("run", sample_face, sample_speech, "-o", out, "--length-policy", "trim")
+    assert run.returncode == 0, run.stderr
+    assert "example-tint" in run.stdout
