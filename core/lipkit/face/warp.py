@@ -41,10 +41,16 @@ def region_mask(size: int, region: tuple[float, float, float, float], radius: in
     return mask.astype(np.float32, copy=False)
 
 
-def footprint(matrix: np.ndarray, size: int, frame_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Integer (x0, y0, x1, y1) bounding the crop square's image in the frame, clipped."""
+def footprint(
+    matrix: np.ndarray,
+    size: int,
+    frame_shape: tuple[int, ...],
+    region: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0),
+) -> tuple[int, int, int, int]:
+    """Integer (x0, y0, x1, y1) bounding the image of ``region`` of the crop in the frame."""
     inverse = cv2.invertAffineTransform(matrix)
-    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64)
+    rx0, ry0, rx1, ry1 = (f * size for f in region)
+    corners = np.array([[rx0, ry0, 1], [rx1, ry0, 1], [rx0, ry1, 1], [rx1, ry1, 1]], np.float64)
     pts = corners @ inverse.T
     h, w = frame_shape[:2]
     x0 = int(np.clip(np.floor(pts[:, 0].min()) - 1, 0, w))
@@ -71,7 +77,8 @@ def paste(
     """
     size = generated.shape[0]
     out = frame if inplace else frame.copy()
-    x0, y0, x1, y1 = footprint(matrix, size, frame.shape)
+    # only the region's image in the frame can change: warp and blend there alone
+    x0, y0, x1, y1 = footprint(matrix, size, frame.shape, region)
     if x1 <= x0 or y1 <= y0:
         return out
     if mask is None:
@@ -90,11 +97,7 @@ def paste(
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0,
     )
-    touched = alpha > 0
-    if not touched.any():
-        return out
     roi = out[y0:y1, x0:x1]
-    a = alpha[touched][:, None]
-    blended = roi[touched].astype(np.float32) * (1.0 - a) + face[touched].astype(np.float32) * a
-    roi[touched] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    # (roi * (1 - a) + face * a) / (1 + 1e-5), rounded: exactly roi where a == 0
+    roi[...] = cv2.blendLinear(roi, face, 1.0 - alpha, alpha)
     return out

@@ -27,7 +27,6 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from lipkit.config import LipkitSettings
 from lipkit.errors import JobInterrupted, LipkitError, ResourceError
 from lipkit.face import warp
-from lipkit.face.track import FaceTrack
 from lipkit.interfaces import (
     AudioFeatures,
     FinalizeRequest,
@@ -41,7 +40,7 @@ from lipkit.interfaces import (
 )
 from lipkit.media.audio import load_audio
 from lipkit.media.probe import probe_media
-from lipkit.pipeline.faces import cached_analyse
+from lipkit.pipeline.faces import LiveTrack, start_analysis
 from lipkit.pipeline.length import source_indices
 from lipkit.pipeline.source import SourceFrames
 from lipkit.pipeline.workdir import WorkDir, content_key, file_digest
@@ -195,7 +194,12 @@ class Pipeline:
             return sel.face_processor.open(face_settings, plan.device)
 
         t = time.perf_counter()
-        track, cached, seconds = cached_analyse(
+
+        def analysed(seconds: float, cached: bool) -> None:
+            self.stats.add("faces", seconds, 0 if cached else info.num_frames)
+            log.info("face track ready", cached=cached, seconds=round(seconds, 2))
+
+        live, analysis = start_analysis(
             info,
             open_face,
             sel.face_processor.spec.name,
@@ -203,9 +207,9 @@ class Pipeline:
             self.settings.cache_dir,
             batch=self.memory.batch_sizes.get("detect", 16),
             on_progress=lambda d, n: self._report("faces", d, n, t),
+            on_done=analysed,
         )
-        self.stats.add("faces", seconds, 0 if cached else info.num_frames)
-        log.info("face track ready", cached=cached, valid=track.num_valid, frames=len(track.valid))
+        self._live = live
 
         stream = StreamInfo(width=info.width, height=info.height, fps=plan.fps)
         file_output = sel.encoder.spec.kind == "file"
@@ -217,7 +221,16 @@ class Pipeline:
                 {"face": str(plan.inputs.face_path), "audio": str(plan.inputs.audio_path)},
             )
         try:
-            segments, resumed = self._render(info, track, features, stream, work)
+            try:
+                segments, resumed = self._render(info, live, features, stream, work)
+            except BaseException:
+                live.cancel()
+                raise
+            finally:
+                if analysis is not None:
+                    analysis.join()
+            # an input with no face anywhere fails here, before anything is written
+            live.upto(info.num_frames - 1)
             t = time.perf_counter()
             self._report("finalize", 0, 1, t)
             result = sel.encoder.finalize(
@@ -263,7 +276,7 @@ class Pipeline:
     def _render(
         self,
         info: Any,
-        track: FaceTrack,
+        live: LiveTrack,
         features: AudioFeatures,
         stream: StreamInfo,
         work: WorkDir | None,
@@ -363,7 +376,7 @@ class Pipeline:
                 item = self._get(to_work)
                 if item is None:
                     break
-                item.frames = self._process_chunk(item, track, features, session, face_session)
+                item.frames = self._process_chunk(item, live, features, session, face_session)
                 self._put(to_write, item)
             self._put(to_write, None)
             threads[1].join()
@@ -426,14 +439,18 @@ class Pipeline:
     def _process_chunk(
         self,
         chunk: _Chunk,
-        track: FaceTrack,
+        live: LiveTrack,
         features: AudioFeatures,
         session: GeneratorSession,
         face_session: Any,
     ) -> np.ndarray:
         spec = self.sel.generator.spec
         size = spec.crop_size
-        src = source_indices(chunk.frames_out, len(track.valid), self.plan.length_policy)
+        src = source_indices(chunk.frames_out, live.num_frames, self.plan.length_policy)
+        try:
+            track = live.upto(int(src.max()), cancelled=self._stop.is_set)
+        except InterruptedError:
+            raise _Cancelled from None
         with_face = np.flatnonzero(track.valid[src])
         frames = chunk.frames
         if len(with_face) == 0:
