@@ -103,6 +103,18 @@ class LiveTrack:
             self._error = error
             self._cond.notify_all()
 
+    def wait_for_a_face(self, cancelled: Callable[[], bool] | None = None) -> None:
+        """Block until a face was found, or raise the analysis' error (NoFaceError)."""
+        with self._cond:
+            while self._error is None and self._final is None:
+                if any(d is not None for d in self._dets):
+                    return
+                if cancelled is not None and cancelled():
+                    raise InterruptedError("cancelled while waiting for face analysis")
+                self._cond.wait(timeout=0.1)
+            if self._error is not None:
+                raise self._error
+
     def upto(self, frame: int, cancelled: Callable[[], bool] | None = None) -> FaceTrack:
         """A track whose frames ``<= frame`` are final (blocks until they are)."""
         with self._cond:

@@ -25,7 +25,7 @@ import structlog
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from lipkit.config import LipkitSettings
-from lipkit.errors import JobInterrupted, LipkitError, ResourceError
+from lipkit.errors import JobInterrupted, LipkitError, NoFaceError, ResourceError
 from lipkit.face import warp
 from lipkit.interfaces import (
     AudioFeatures,
@@ -209,7 +209,6 @@ class Pipeline:
             on_progress=lambda d, n: self._report("faces", d, n, t),
             on_done=analysed,
         )
-        self._live = live
 
         stream = StreamInfo(width=info.width, height=info.height, fps=plan.fps)
         file_output = sel.encoder.spec.kind == "file"
@@ -248,9 +247,10 @@ class Pipeline:
             )
             self.stats.add("finalize", time.perf_counter() - t, plan.num_frames)
             self._report("finalize", 1, 1, t)
-        except BaseException:
+        except BaseException as exc:
             if work is not None:
-                work.release(remove=False)
+                # keep finished segments for a re-run, unless the input itself is unusable
+                work.release(remove=isinstance(exc, NoFaceError))
             raise
         if work is not None:
             work.release(remove=not self.settings.keep_work)
@@ -297,6 +297,11 @@ class Pipeline:
         if not todo:
             return [done[i] for i in range(n_segments)], len(done)
 
+        # an input with no face anywhere fails before the generator is even loaded
+        try:
+            live.wait_for_a_face(cancelled=self._stop.is_set)
+        except InterruptedError:
+            raise JobInterrupted("interrupted", hint="run the same command again") from None
         gen = self.sel.generator
         ctx = GeneratorContext(
             device=self.plan.device,
