@@ -18,7 +18,13 @@ _SETTING_NAMES = set(LipkitSettings.model_fields)
 
 
 def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Keyword arguments naming a setting are settings; the rest are backend parameters."""
+    """Keyword arguments naming a setting are settings; the rest are backend parameters.
+
+    ``output`` is the output path, so the ``[output]`` settings section is ``output_settings``.
+    """
+    kwargs = dict(kwargs)
+    if "output_settings" in kwargs:
+        kwargs["output"] = kwargs.pop("output_settings")
     settings = {k: v for k, v in kwargs.items() if k in _SETTING_NAMES}
     params = {k: v for k, v in kwargs.items() if k not in _SETTING_NAMES}
     return settings, params
@@ -105,7 +111,8 @@ def sync(
     ``output`` is a file path (an MP4 is written, atomically) or None to get the frames back in
     ``result.frames``. ``backend`` names a generator or ``"auto"``. Keyword arguments that name a
     setting of :class:`lipkit.config.LipkitSettings` (``fps``, ``length_policy``, ``device``,
-    ``preset``, ``seed``, ``face={...}``, ...) set it; any other keyword is a backend parameter,
+    ``preset``, ``seed``, ``face={...}``, ``memory={...}``, ``output_settings={...}`` for the
+    ``[output]`` section, ...) set it; any other keyword is a backend parameter,
     validated by the backend's own model. Raises :class:`lipkit.errors.LipkitError` subclasses
     for everything a user can get wrong.
     """

@@ -113,7 +113,9 @@ def lipkit_generators() -> list[Generator]:
     missing or wrong file and how to get it) and returns a session whose ``generate(batch)``
     maps ``uint8 [B, S, S, 3]`` crops plus ``[B, *frame_shape]`` audio to ``uint8 [B, S, S, 3]``
     generated crops, deterministic for ``ctx.seed`` on one device. Batches arrive in output
-    order and are a multiple of ``spec.chunk_multiple`` frames except possibly the last.
+    order with at most the plan's batch size; chunks of decoded frames are a multiple of
+    ``spec.chunk_multiple``, but frames without a face are left out, so a batch can be shorter.
+    With ``spec.history_frames`` set, ``batch.history`` holds the last generated crops.
     """
     raise NotImplementedError  # a specification: plugins implement it
 

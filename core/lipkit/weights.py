@@ -23,11 +23,6 @@ from lipkit.specs import WeightFile
 log = structlog.get_logger(__name__)
 
 
-class _HasWeights:
-    name: str
-    weights: tuple[WeightFile, ...]
-
-
 def configured_path(weight: WeightFile, params: BaseModel | None) -> Path | None:
     if weight.param and params is not None:
         value = getattr(params, weight.param, None)

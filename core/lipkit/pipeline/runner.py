@@ -87,6 +87,7 @@ class _Chunk:
     frames_out: np.ndarray  # output frame numbers
     frames: np.ndarray  # uint8 [n, H, W, 3]
     last_in_segment: bool
+    history: np.ndarray | None = None  # generator history after this chunk (segment ends)
 
 
 @dataclass
@@ -296,6 +297,15 @@ class Pipeline:
             log.info("resuming", finished=len(done), remaining=len(todo))
         if not todo:
             return [done[i] for i in range(n_segments)], len(done)
+        if self.sel.generator.spec.history_frames and work is not None and todo[0] > 0:
+            # a generator that continues from its previous output resumes from the history
+            # saved with the last finished segment, exactly as an uninterrupted run would
+            saved = work.path / f"history_{todo[0] - 1:05d}.npy"
+            if saved.is_file():
+                self._history = np.load(saved, allow_pickle=False)
+            else:
+                todo = list(range(n_segments))
+                done.clear()
 
         # an input with no face anywhere fails before the generator is even loaded
         try:
@@ -360,6 +370,9 @@ class Pipeline:
                     if item.last_in_segment:
                         written[item.segment] = result = sink.close()
                         sink = None
+                        if work is not None and item.history is not None:
+                            history_path = work.path / f"history_{item.segment:05d}.npy"
+                            np.save(history_path, item.history, allow_pickle=False)
                         if work is not None:
                             count = min(seg_frames, total - item.segment * seg_frames)
                             work.record(item.segment, Path(result), count)
@@ -382,6 +395,8 @@ class Pipeline:
                 if item is None:
                     break
                 item.frames = self._process_chunk(item, live, features, session, face_session)
+                if item.last_in_segment and self._history is not None:
+                    item.history = self._history.copy()
                 self._put(to_write, item)
             self._put(to_write, None)
             threads[1].join()
