@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.abc
+import os
+import subprocess
 import sys
 import types
 from collections.abc import Callable, Iterator
@@ -307,3 +309,40 @@ def test_real_torch_never_raises() -> None:
     assert devices[0].id == "cpu"
     for device in devices[1:]:
         assert device.kind in {"cuda", "rocm", "mps"} and device.total_memory > 0
+
+
+# --------------------------------------------------------------------------- probing cost
+
+
+def test_cpu_only_machines_do_not_import_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    if any(os.path.exists(node) for node in detector.GPU_DEVICE_NODES):
+        pytest.skip("this machine has GPU device nodes")
+    code = (
+        "import sys; from lipkit.builtins.device import lipkit_devices; "
+        "ids = [d.id for d in lipkit_devices()]; print(ids, 'torch' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LIPKIT_PROBE_GPU"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    assert out.strip().splitlines()[-1] == "['cpu'] False"
+    forced = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**env, "LIPKIT_PROBE_GPU": "1"},
+        check=True,
+    ).stdout
+    assert forced.strip().endswith("True")  # torch installed here: asked when forced
+
+
+def test_gpu_nodes_or_an_imported_torch_trigger_the_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LIPKIT_PROBE_GPU", raising=False)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.setattr(detector.sys, "platform", "linux")
+    monkeypatch.setattr(detector.os.path, "exists", lambda p: p == "/dev/kfd")
+    assert detector.gpu_runtime_possible()
+    monkeypatch.setattr(detector.os.path, "exists", lambda p: False)
+    assert not detector.gpu_runtime_possible()
+    monkeypatch.setitem(sys.modules, "torch", object())
+    assert detector.gpu_runtime_possible()

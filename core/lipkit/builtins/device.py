@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -229,8 +230,28 @@ def mps_devices(torch: Any) -> list[DeviceInfo]:
         return []
 
 
+GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
+def gpu_runtime_possible() -> bool:
+    """Whether this machine could have a GPU torch can use, decided without importing torch.
+
+    Importing torch costs over a second and a few hundred MB, so CPU-only machines skip it:
+    NVIDIA (and WSL's /dev/dxg) and ROCm (/dev/kfd) expose device nodes, macOS may have MPS.
+    ``LIPKIT_PROBE_GPU=1`` forces the probe; a torch already imported is always asked.
+    """
+    if "torch" in sys.modules or os.environ.get("LIPKIT_PROBE_GPU") == "1":
+        return True
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return any(os.path.exists(node) for node in GPU_DEVICE_NODES)
+
+
 def torch_devices() -> list[DeviceInfo]:
     """GPU devices torch sees (CUDA, ROCm, MPS); [] without torch or when detection fails."""
+    if not gpu_runtime_possible():
+        log.debug("no GPU device nodes: CPU only, torch not imported")
+        return []
     try:
         import torch
     except ImportError:
