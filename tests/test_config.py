@@ -89,3 +89,15 @@ def test_parse_size(text: str, value: int) -> None:
     assert (
         load_settings({"memory": {"budget": text}}, use_default_config=False).memory.budget == value
     )
+
+
+def test_api_overrides_merge_into_a_settings_object(sample_face: Path, sample_speech: Path) -> None:
+    from lipkit.api import prepare
+
+    base = load_settings({"face": {"smoothing": 9, "blend_radius": 2}}, use_default_config=False)
+    _, merged, _ = prepare(
+        sample_face, sample_speech, None, settings=base, face_settings={"smoothing": 3}
+    )
+    assert (merged.face.smoothing, merged.face.blend_radius) == (3, 2)
+    with pytest.raises(ConfigError, match="face.smoothing"):
+        prepare(sample_face, sample_speech, None, settings=base, face_settings={"smoothing": 0})

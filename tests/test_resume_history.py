@@ -53,7 +53,7 @@ def test_history_survives_a_resume(tmp_path: Path, sample_face: Path, sample_spe
         backend="drift",
         keep_work=True,
         work_dir=tmp_path / "work",
-        memory={"chunk_frames": 8},
+        memory_settings={"chunk_frames": 8},
         output_settings={"segment_seconds": 1},
         length_policy="trim",
     )

@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lipkit.config import LipkitSettings, load_settings
+from pydantic import ValidationError
+
+from lipkit.config import LipkitSettings, deep_merge, format_validation_error, load_settings
 from lipkit.errors import ConfigError
 from lipkit.pipeline.runner import Pipeline, ProgressCallback
 from lipkit.plans import Plan, SyncResult
@@ -20,11 +22,14 @@ _SETTING_NAMES = set(LipkitSettings.model_fields)
 def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Keyword arguments naming a setting are settings; the rest are backend parameters.
 
-    ``output`` is the output path, so the ``[output]`` settings section is ``output_settings``.
+    ``face`` and ``output`` name the input and the output path, so the ``[face]``, ``[output]``
+    (and, alike, ``[memory]``) settings sections are passed as ``face_settings``,
+    ``output_settings`` and ``memory_settings``.
     """
     kwargs = dict(kwargs)
-    if "output_settings" in kwargs:
-        kwargs["output"] = kwargs.pop("output_settings")
+    for section in ("face", "output", "memory"):
+        if f"{section}_settings" in kwargs:
+            kwargs[section] = kwargs.pop(f"{section}_settings")
     settings = {k: v for k, v in kwargs.items() if k in _SETTING_NAMES}
     params = {k: v for k, v in kwargs.items() if k not in _SETTING_NAMES}
     return settings, params
@@ -34,11 +39,12 @@ def _settings(
     overrides: dict[str, Any], config: PathLike | None, settings: LipkitSettings | None
 ) -> LipkitSettings:
     if settings is not None:
-        if overrides:
-            data = settings.model_dump()
-            data.update(overrides)
-            return LipkitSettings(**data)
-        return settings
+        if not overrides:
+            return settings
+        try:
+            return LipkitSettings(**deep_merge(settings.model_dump(), overrides))
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, "settings")) from None
     return load_settings(overrides, config_file=Path(config) if config else None)
 
 
@@ -111,8 +117,8 @@ def sync(
     ``output`` is a file path (an MP4 is written, atomically) or None to get the frames back in
     ``result.frames``. ``backend`` names a generator or ``"auto"``. Keyword arguments that name a
     setting of :class:`lipkit.config.LipkitSettings` (``fps``, ``length_policy``, ``device``,
-    ``preset``, ``seed``, ``face={...}``, ``memory={...}``, ``output_settings={...}`` for the
-    ``[output]`` section, ...) set it; any other keyword is a backend parameter,
+    ``preset``, ``seed``, and the sections ``face_settings={...}``, ``output_settings={...}``,
+    ``memory_settings={...}``) set it; any other keyword is a backend parameter,
     validated by the backend's own model. Raises :class:`lipkit.errors.LipkitError` subclasses
     for everything a user can get wrong.
     """

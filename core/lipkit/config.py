@@ -168,11 +168,11 @@ class _FileSource(PydanticBaseSettingsSource):
         return dict(_FILE_VALUES.get() or {})
 
 
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -217,7 +217,7 @@ def load_settings(
     path = config_file or (find_config_file() if use_default_config else None)
     file_values = read_config_file(path) if path else {}
     preset = overrides.get("preset") or os.environ.get("LIPKIT_PRESET") or file_values.get("preset")
-    layered = _deep_merge(preset_values(preset) if preset else {}, file_values)
+    layered = deep_merge(preset_values(preset) if preset else {}, file_values)
     token = _FILE_VALUES.set(layered)
     try:
         return LipkitSettings(**overrides)
