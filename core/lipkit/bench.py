@@ -27,7 +27,6 @@ from lipkit.config import LipkitSettings
 from lipkit.face import warp
 from lipkit.interfaces import GenerationBatch, GeneratorContext, StreamInfo
 from lipkit.media.audio import load_audio
-from lipkit.media.probe import probe_media
 from lipkit.pipeline.faces import analyse
 from lipkit.pipeline.length import source_indices
 from lipkit.pipeline.source import SourceFrames
@@ -112,7 +111,7 @@ def run_bench(
     """Measure every stage alone on ``frames`` output frames, then optionally a full run."""
     selection, settings, _ = prepare(face, audio, "bench.mp4", settings=settings, params=params)
     plan = selection.plan
-    info = probe_media(Path(face), max_image_pixels=settings.max_image_pixels)
+    info = selection.face_info
     total = min(frames or plan.num_frames, plan.num_frames)
     out_idx = np.arange(total, dtype=np.int64)
     src_idx = source_indices(out_idx, info.num_frames, plan.length_policy)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import BaseModel, ValidationError
@@ -20,6 +20,9 @@ from lipkit.plans import InputSummary, MemoryRequest, Plan, StageChoice
 from lipkit.plugins import Registry, require
 from lipkit.specs import DeviceInfo, LengthPolicy, Stage
 from lipkit.weights import how_to_get
+
+if TYPE_CHECKING:
+    from lipkit.media.probe import MediaInfo
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +45,7 @@ class Selection:
     audio_params: BaseModel
     face_processor: FaceProcessor
     encoder: OutputEncoder
+    face_info: MediaInfo  # the face input, probed once
 
 
 def split_params(
@@ -375,4 +379,4 @@ class Resolver:
             notices=list(self.notices),
         )
         log.info("plan resolved", backend=spec.name, device=device.id, frames=num_frames)
-        return Selection(plan, gen, gen_params, encoder, audio_params, face_proc, out_enc)
+        return Selection(plan, gen, gen_params, encoder, audio_params, face_proc, out_enc, info)

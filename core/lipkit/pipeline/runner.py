@@ -39,7 +39,6 @@ from lipkit.interfaces import (
     StreamInfo,
 )
 from lipkit.media.audio import load_audio
-from lipkit.media.probe import probe_media
 from lipkit.pipeline.faces import LiveTrack, start_analysis
 from lipkit.pipeline.length import source_indices
 from lipkit.pipeline.source import SourceFrames
@@ -176,7 +175,7 @@ class Pipeline:
     def run(self) -> SyncResult:
         self._started = time.perf_counter()
         plan, sel = self.plan, self.sel
-        info = probe_media(plan.inputs.face_path, max_image_pixels=self.settings.max_image_pixels)
+        info = sel.face_info
 
         t = time.perf_counter()
         audio = load_audio(plan.inputs.audio_path)
