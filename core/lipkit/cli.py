@@ -197,7 +197,7 @@ class _ProgressBars:
         self.bars: dict[str, Any] = {}
 
     def __call__(self, progress: Any) -> None:
-        if not self.enabled:
+        if not self.enabled or progress.phase == "finalize":  # one quick step: no bar
             return
         from tqdm import tqdm
 

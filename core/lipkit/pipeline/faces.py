@@ -175,6 +175,8 @@ def analyse(
             live.add(
                 [last], [_scaled(session.detect(frames)[0], factor)] if len(frames) else [None]
             )
+            if on_progress:
+                on_progress(len(wanted), len(wanted))
     except BaseException as exc:
         live.fail(exc)
         raise
