@@ -8,11 +8,11 @@ own: concurrent jobs never share one.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import shutil
+import sys
 import uuid
 from pathlib import Path
 from typing import IO, Any
@@ -31,6 +31,28 @@ def content_key(*parts: Any) -> str:
     """A stable hash of JSON-able parts."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+def _lock_exclusive(handle: IO[str]) -> bool:
+    """Take an exclusive, non-blocking lock on an open file; False if another process has it.
+
+    The lock dies with the process (also on SIGKILL), so a killed job never blocks its re-run.
+    """
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 class WorkDir:
@@ -53,9 +75,7 @@ class WorkDir:
     def _try_lock(self, path: Path) -> bool:
         path.mkdir(parents=True, exist_ok=True)
         handle = (path / "lock").open("w")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock_exclusive(handle):
             handle.close()
             return False
         handle.write(str(os.getpid()))
