@@ -1,40 +1,74 @@
 """The builtin face processor: OpenCV's Haar frontal-face cascade. No downloads, CPU only.
 
-The cascade file ships inside opencv-python-headless 4.x (the 5.x wheels dropped it). Detection
-runs on an equalised grayscale copy scaled so its longest side is at most ``detect_size``. When a
-frame has several faces the one overlapping the previous detection most is kept (the speaker
-stays the speaker), else the largest.
+The cascade file ships inside the opencv-python(-headless) 4.x wheels; the 5.x wheels dropped
+it, which :func:`cascade_path` reports as a :class:`~lipkit.errors.PluginError`.
+
+Detection (:meth:`HaarFaceSession.detect`), per frame:
+
+1. The frame is converted to grayscale, shrunk (``INTER_AREA``) so its longest side is at most
+   ``settings.detect_size`` and histogram-equalised.
+2. If the session has seen a face, the cascade first searches only around it (the previous box
+   grown by half its size on every side, faces 0.7x-1.5x its size): cheap, and it keeps the
+   speaker. If that finds nothing, the whole frame is searched for faces of at least
+   ``settings.min_face`` times the frame's shorter side.
+3. Of several faces, the one overlapping the previous detection most is kept (ties, e.g. no
+   overlap at all: the nearest centre). Without a previous detection the largest is kept, among
+   the faces whose cascade confidence is at least half the best one's (the cascade's weak false
+   alarms on textured background are often larger than the real face).
+4. Boxes are returned in the coordinates of the frames given; ``Detection.score`` is the
+   logistic of the cascade's final-stage level weight (``detectMultiScale3``), in (0, 1).
+
+Alignment (:meth:`HaarFaceSession.align`): the Haar box runs from the hairline to just under
+the lips. It is extended downwards by :data:`CHIN_EXTENSION` of its height so the chin is in the
+crop and the mouth sits in its lower half (on scikit-image's astronaut photograph the lips meet
+at about 0.68-0.70 of the crop's height and the chin touches its bottom edge), as generators
+trained on S3FD boxes expect; that box is then stretched onto the square crop (:func:`box_affine`).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import cv2
 import numpy as np
+import structlog
 
-from lipkit.config import FaceSettings
 from lipkit.errors import PluginError
-from lipkit.face.warp import box_affine
 from lipkit.hookspecs import hookimpl
 from lipkit.interfaces import Detection, FaceProcessor, FaceSession
 from lipkit.specs import DeviceInfo, FaceProcessorSpec
 
-CASCADE = "haarcascade_frontalface_default.xml"
-# The Haar box runs from the hairline to just below the mouth; extend it down to the chin so the
-# mouth sits in the lower half of the crop (at about 0.73 of its height), as generators expect.
-CHIN_EXTENSION = 0.12
+if TYPE_CHECKING:
+    from lipkit.config import FaceSettings
+
+log = structlog.get_logger(__name__)
+
+CASCADE_FILE = "haarcascade_frontalface_default.xml"
+CHIN_EXTENSION = 0.18
+"""Fraction of the Haar box's height added below it by :meth:`HaarFaceSession.align`."""
+
+SCALE_FACTOR = 1.1  # cascade pyramid step
+MIN_NEIGHBORS = 5  # overlapping hits a face needs (fewer: more false alarms)
+CASCADE_WINDOW = 24  # the cascade's own window: no face smaller than this is found
+LOCAL_MARGIN = 0.5  # around the previous face, in face sizes, for the local search
+LOCAL_SCALES = (0.7, 1.5)  # face sizes the local search looks for, relative to the previous
+CONFIDENT = 0.5  # faces below this fraction of the best confidence are not "the largest"
 
 
 def cascade_path() -> Path:
+    """Path of OpenCV's frontal-face cascade; PluginError if this OpenCV does not ship it."""
+    import cv2
+
     folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
-    path = Path(folder or "") / CASCADE
+    path = Path(folder or "") / CASCADE_FILE
     if not folder or not path.is_file():
         raise PluginError(
-            f"OpenCV's {CASCADE} is missing from this opencv installation",
-            hint="install opencv-python-headless 4.x (`pip install 'opencv-python-headless<5'`); "
-            "the 5.x wheels no longer ship the Haar cascades",
+            f"OpenCV {cv2.__version__} has no {CASCADE_FILE}: the builtin 'haar' face "
+            "processor needs opencv-python-headless 4.x (the 5.x wheels dropped the Haar "
+            "cascades)",
+            hint="pip install 'opencv-python-headless>=4.8,<5', or install a face-processor "
+            "plugin and pick it with --detector",
         )
     return path
 
@@ -47,85 +81,147 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
+def _centre_distance(a: np.ndarray, b: np.ndarray) -> float:
+    return math.hypot((a[0] + a[2] - b[0] - b[2]) / 2, (a[1] + a[3] - b[1] - b[3]) / 2)
+
+
 class HaarFaceSession(FaceSession):
+    """An opened Haar cascade plus the previous detection it tracks (see the module doc)."""
+
     def __init__(self, settings: FaceSettings) -> None:
+        import cv2
+
+        path = cascade_path()
         self.settings = settings
-        self.cascade = cv2.CascadeClassifier(str(cascade_path()))
-        if self.cascade.empty():
-            raise PluginError(f"OpenCV could not load {cascade_path()}")
+        self._cascade = cv2.CascadeClassifier(str(path))
+        if self._cascade.empty():
+            raise PluginError(
+                f"OpenCV could not load its face cascade {path}",
+                hint="reinstall opencv-python-headless 4.x",
+            )
+        # previous face as fractions of its frame's width and height (frames may change size)
         self._previous: np.ndarray | None = None
 
-    def _cascade(self, gray: np.ndarray, min_side: int, max_side: int = 0) -> np.ndarray:
-        found, _, weights = self.cascade.detectMultiScale3(
+    # ------------------------------------------------------------------ detection
+
+    def detect(self, frames: np.ndarray) -> list[Detection | None]:
+        """The main face of each ``uint8 [B, H, W, 3]`` RGB frame, or None (see module doc)."""
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(
+                f"expected uint8 [B, H, W, 3] RGB frames, got {frames.dtype} {frames.shape}"
+            )
+        return [self._detect_one(frame) for frame in frames]
+
+    def _detect_one(self, frame: np.ndarray) -> Detection | None:
+        import cv2
+
+        height, width = frame.shape[:2]
+        scale = min(1.0, self.settings.detect_size / max(height, width))
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        if scale < 1.0:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+        gray = cv2.equalizeHist(gray)
+        small_h, small_w = gray.shape
+        to_small = np.array([small_w, small_h, small_w, small_h], dtype=np.float64)
+
+        previous = None if self._previous is None else self._previous * to_small
+        found = np.zeros((0, 5))
+        if previous is not None:
+            found = self._search_near(gray, previous)
+        if len(found) == 0:
+            min_side = max(CASCADE_WINDOW, round(self.settings.min_face * min(small_h, small_w)))
+            found = self._search(gray, min_side, 0)
+        if len(found) == 0:
+            return None
+        best = found[self._choose(found, previous)]
+        self._previous = best[:4] / to_small
+        box = (best[:4] * np.array([width, height, width, height]) / to_small).astype(np.float32)
+        score = 1.0 / (1.0 + math.exp(-float(np.clip(best[4], -50.0, 50.0))))
+        return Detection(box=box, score=score)
+
+    def _search(self, gray: np.ndarray, min_side: int, max_side: int) -> np.ndarray:
+        """Faces in ``gray`` as ``float64 [n, 5]``: x1, y1, x2, y2, level weight."""
+        if min(gray.shape) < max(min_side, CASCADE_WINDOW):
+            return np.zeros((0, 5))
+        boxes, _, weights = self._cascade.detectMultiScale3(
             gray,
-            scaleFactor=1.1,
-            minNeighbors=5,
+            scaleFactor=SCALE_FACTOR,
+            minNeighbors=MIN_NEIGHBORS,
             minSize=(min_side, min_side),
-            maxSize=(max_side, max_side) if max_side else (0, 0),
+            maxSize=(max_side, max_side),
             outputRejectLevels=True,
         )
-        if len(found) == 0:
-            return np.zeros((0, 5), np.float32)
-        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in found], np.float32)
-        scores = np.asarray(weights, np.float32).reshape(-1, 1)
-        return np.concatenate([boxes, scores], axis=1)
+        if len(boxes) == 0:
+            return np.zeros((0, 5))
+        xywh = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        out = np.empty((len(xywh), 5))
+        out[:, :2] = xywh[:, :2]
+        out[:, 2:4] = xywh[:, :2] + xywh[:, 2:]
+        out[:, 4] = np.asarray(weights, dtype=np.float64).reshape(-1)
+        return out
 
-    def _near_previous(self, gray: np.ndarray, previous: np.ndarray) -> np.ndarray:
-        """Search only around the previous face (its size, scaled 0.7-1.5x): a cheap tracker."""
+    def _search_near(self, gray: np.ndarray, previous: np.ndarray) -> np.ndarray:
+        """Faces of about the previous face's size around it (local search)."""
         side = float(max(previous[2] - previous[0], previous[3] - previous[1]))
-        h, w = gray.shape
-        x0 = int(max(0, previous[0] - side))
-        y0 = int(max(0, previous[1] - side))
-        x1 = int(min(w, previous[2] + side))
-        y1 = int(min(h, previous[3] + side))
-        if x1 - x0 < 24 or y1 - y0 < 24:
-            return np.zeros((0, 5), np.float32)
-        found = self._cascade(gray[y0:y1, x0:x1], max(12, int(0.7 * side)), int(1.5 * side) + 1)
+        margin = LOCAL_MARGIN * side
+        height, width = gray.shape
+        x0 = int(max(0, math.floor(previous[0] - margin)))
+        y0 = int(max(0, math.floor(previous[1] - margin)))
+        x1 = int(min(width, math.ceil(previous[2] + margin)))
+        y1 = int(min(height, math.ceil(previous[3] + margin)))
+        if x1 <= x0 or y1 <= y0:
+            return np.zeros((0, 5))
+        low = max(CASCADE_WINDOW, int(LOCAL_SCALES[0] * side))
+        high = max(low + 1, int(math.ceil(LOCAL_SCALES[1] * side)))
+        found = self._search(gray[y0:y1, x0:x1], low, high)
         found[:, [0, 2]] += x0
         found[:, [1, 3]] += y0
         return found
 
-    def _detect_one(self, frame: np.ndarray) -> Detection | None:
-        h, w = frame.shape[:2]
-        scale = min(1.0, self.settings.detect_size / max(h, w))
-        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        if scale < 1.0:
-            gray = cv2.resize(
-                gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
-            )
-        gray = cv2.equalizeHist(gray)
-        found = np.zeros((0, 5), np.float32)
-        if self._previous is not None:
-            found = self._near_previous(gray, self._previous * np.float32(scale))
-        if len(found) == 0:
-            found = self._cascade(gray, max(12, int(self.settings.min_face * min(gray.shape))))
-        if len(found) == 0:
-            self._previous = None
-            return None
-        boxes = found[:, :4] / np.float32(scale)
-        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        best = int(np.argmax(areas))
-        if self._previous is not None:
-            overlaps = [_iou(b, self._previous) for b in boxes]
-            if max(overlaps) >= 0.1:
-                best = int(np.argmax(overlaps))
-        self._previous = boxes[best]
-        return Detection(boxes[best], float(found[best, 4]))
+    @staticmethod
+    def _choose(found: np.ndarray, previous: np.ndarray | None) -> int:
+        """Index of the main face among ``found`` (rule 3 of the module doc)."""
+        if previous is not None:
+            keys = [(-_iou(f, previous), _centre_distance(f, previous)) for f in found]
+            return min(range(len(found)), key=keys.__getitem__)
+        weights = found[:, 4]
+        best_weight = float(weights.max())
+        confident = (
+            weights >= CONFIDENT * best_weight if best_weight > 0 else weights >= best_weight
+        )
+        areas = (found[:, 2] - found[:, 0]) * (found[:, 3] - found[:, 1])
+        return int(np.argmax(np.where(confident, areas, -1.0)))
 
-    def detect(self, frames: np.ndarray) -> list[Detection | None]:
-        return [self._detect_one(frame) for frame in frames]
+    # ------------------------------------------------------------------ alignment
+
+    @staticmethod
+    def face_box(box: np.ndarray) -> np.ndarray:
+        """The Haar box extended down to the chin: ``(x1, y1, x2, y2 + CHIN_EXTENSION * h)``."""
+        x1, y1, x2, y2 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(-1)[:4])
+        return np.array([x1, y1, x2, y2 + CHIN_EXTENSION * (y2 - y1)], dtype=np.float64)
 
     def align(self, detection: Detection, crop_size: int) -> np.ndarray:
-        x1, y1, x2, y2 = (float(v) for v in detection.box)
-        extended = np.array([x1, y1, x2, y2 + CHIN_EXTENSION * (y2 - y1)], np.float32)
-        return box_affine(extended, crop_size)
+        """2x3 matrix stretching :meth:`face_box` of the detection onto the square crop."""
+        from lipkit.face.warp import box_affine
+
+        return box_affine(self.face_box(detection.box), crop_size)
+
+    def close(self) -> None:
+        """Forget the tracked face."""
+        self._previous = None
 
 
 class HaarFaceProcessor(FaceProcessor):
+    """OpenCV's Haar frontal-face cascade: boxes only, no landmarks, CPU."""
+
     spec: ClassVar[FaceProcessorSpec] = FaceProcessorSpec(
         name="haar",
-        description="OpenCV Haar frontal-face cascade (bundled with opencv-python-headless 4.x); "
-        "no downloads, boxes only",
+        description="OpenCV Haar frontal-face cascade (bundled with opencv-python-headless "
+        "4.x); no downloads",
         landmarks=False,
         alignment="box",
         devices=("cuda", "rocm", "mps", "cpu"),
@@ -133,9 +229,12 @@ class HaarFaceProcessor(FaceProcessor):
     )
 
     def open(self, settings: Any, device: DeviceInfo) -> FaceSession:
+        """A session for the job's :class:`~lipkit.config.FaceSettings` (runs on the CPU)."""
+        log.debug("opening haar face processor", device=device.id)
         return HaarFaceSession(settings)
 
 
 @hookimpl
 def lipkit_face_processors() -> list[FaceProcessor]:
+    """The builtin Haar face processor."""
     return [HaarFaceProcessor()]

@@ -34,7 +34,7 @@ MOUTH_REGION = (0.2, 0.55, 0.8, 0.95)
 """What the preview may change, (x0, y0, x1, y1) as fractions of the crop side."""
 
 _MOUTH_X = 0.5  # mouth centre, fraction of the width
-_MOUTH_Y = 0.75  # mouth line (where the lips meet), fraction of the height
+_MOUTH_Y = 0.66  # mouth line (where the lips meet), fraction of the height
 _HALF_WIDTH = 0.16  # half the mouth width, fraction of the side
 _OPEN_PER_STRENGTH = 0.08  # opening height at full loudness and strength 1, fraction of the side
 _STRETCH_END = 0.93  # the downward stretch fades out here, fraction of the height

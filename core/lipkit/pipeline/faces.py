@@ -25,7 +25,7 @@ from lipkit.pipeline.workdir import content_key, file_digest
 
 log = structlog.get_logger(__name__)
 
-TRACK_CACHE_VERSION = 1
+TRACK_CACHE_VERSION = 2
 
 
 def detection_indices(num_frames: int, every: int) -> np.ndarray:
