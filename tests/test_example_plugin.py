@@ -16,7 +16,9 @@ from lipkit_example.plugin import TintGenerator, write_tint
 
 import lipkit
 from lipkit.errors import ModelError
+from lipkit.interfaces import GenerationBatch, GeneratorContext
 from lipkit.plugins import load_registry
+from lipkit.specs import DeviceInfo
 
 TINT = (40.0, -10.0, -20.0)
 
@@ -35,6 +37,43 @@ class TestTintConformance(GeneratorContract):
     def model_home(self, tmp_path: Path) -> Path:
         write_tint(tmp_path / "tint.safetensors", TINT)
         return tmp_path
+
+
+def _load(params: dict[str, Any], home: Path, cpu_device: DeviceInfo) -> Any:
+    gen = TintGenerator()
+    ctx = GeneratorContext(cpu_device, "fp32", gen.params_model(**params), home, 4, 0)
+    return gen.load(ctx)
+
+
+def test_load_errors_name_the_file_and_what_is_wrong(
+    tmp_path: Path, cpu_device: DeviceInfo
+) -> None:
+    with pytest.raises(ModelError) as missing:
+        _load({}, tmp_path, cpu_device)
+    assert "tint.safetensors" in str(missing.value)
+    assert "lipkit models pull example-tint" in str(missing.value)
+    from safetensors.numpy import save_file
+
+    wrong = tmp_path / "wrong.safetensors"
+    save_file({"tint": np.zeros(4, np.float32), "bias": np.zeros(2, np.float32)}, str(wrong))
+    with pytest.raises(ModelError) as bad:
+        _load({"weights": wrong}, tmp_path, cpu_device)
+    assert "'tint': [4]" in str(bad.value) and "'bias': [2]" in str(bad.value)
+
+
+def test_generate_tints_only_the_mouth_region(tmp_path: Path, cpu_device: DeviceInfo) -> None:
+    path = write_tint(tmp_path / "t.safetensors", TINT)
+    session = _load({"weights": path, "strength": 0.5}, tmp_path, cpu_device)
+    crops = np.full((2, 96, 96, 3), 100, np.uint8)
+    loud = np.full((2, 80, 16), 4.0, np.float32)  # mel level at its maximum: full tint
+    loud[1] = -4.0  # silence: no tint
+    out = session.generate(GenerationBatch(np.arange(2, dtype=np.int64), crops, loud))
+    x0, y0, x1, y1 = (round(f * 96) for f in TintGenerator.spec.mouth_region)
+    expected = np.clip(np.rint(100 + 0.5 * np.array(TINT)), 0, 255)
+    assert (out[0, y0:y1, x0:x1] == expected).all()
+    outside = np.ones((96, 96), bool)
+    outside[y0:y1, x0:x1] = False
+    assert (out[0][outside] == 100).all() and (out[1] == 100).all()
 
 
 def test_cli_lists_it_and_the_builtins_with_all() -> None:

@@ -21,6 +21,9 @@ from lipkit_conformance.contracts import (
     FaceProcessorContract,
     GeneratorContract,
     MemoryPolicyContract,
+    check_forbids_unknown,
+    check_spec,
+    count_video_frames,
     implementations,
 )
 
@@ -31,5 +34,8 @@ __all__ = [
     "FaceProcessorContract",
     "GeneratorContract",
     "MemoryPolicyContract",
+    "check_forbids_unknown",
+    "check_spec",
+    "count_video_frames",
     "implementations",
 ]

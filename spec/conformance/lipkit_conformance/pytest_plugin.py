@@ -16,4 +16,5 @@ def cpu_device() -> DeviceInfo:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``lipkit_contract`` marker every contract test carries."""
     config.addinivalue_line("markers", "lipkit_contract: a test from the lipkit conformance kit")

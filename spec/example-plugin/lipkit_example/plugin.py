@@ -35,6 +35,8 @@ WEIGHT = WeightFile(
 
 
 class TintParams(BaseModel):
+    """Parameters of ``example-tint``: where the weights are, and how strong the tint is."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     weights: Path | None = Field(default=None, description="path to tint.safetensors")
@@ -51,6 +53,7 @@ def write_tint(path: Path, tint: tuple[float, float, float]) -> Path:
 
 
 def load_tint(path: Path) -> np.ndarray:
+    """Read the float32 [3] ``tint`` tensor; ModelError for a non-safetensors or wrong file."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -70,6 +73,8 @@ def load_tint(path: Path) -> np.ndarray:
 
 
 class TintSession(GeneratorSession):
+    """A loaded tint: a mouth-region mask and the colour offset to add there."""
+
     def __init__(self, tint: np.ndarray, strength: float, size: int) -> None:
         x0, y0, x1, y1 = (round(f * size) for f in TintGenerator.spec.mouth_region)
         self.mask = np.zeros((size, size, 1), np.float32)
@@ -77,6 +82,7 @@ class TintSession(GeneratorSession):
         self.offset = tint * strength
 
     def generate(self, batch: GenerationBatch) -> np.ndarray:
+        """Add the offset inside the mouth region, scaled by each frame's speech level."""
         # speech level from the mel window: -4 (silence) .. 4 (loud) -> 0 .. 1
         level = np.clip((batch.audio.reshape(len(batch.audio), -1).mean(axis=1) + 4) / 8, 0, 1)
         delta = level[:, None, None, None] * self.mask[None] * self.offset
@@ -84,6 +90,8 @@ class TintSession(GeneratorSession):
 
 
 class TintGenerator(Generator):
+    """The ``example-tint`` backend: its declaration, parameters and loader."""
+
     spec: ClassVar[GeneratorSpec] = GeneratorSpec(
         name="example-tint",
         display_name="Example: tint",
@@ -100,6 +108,7 @@ class TintGenerator(Generator):
     params_model: ClassVar[type[BaseModel]] = TintParams
 
     def load(self, ctx: GeneratorContext) -> GeneratorSession:
+        """Find the weights (``weights`` param, else the model home) and read them."""
         path = require_weight(self.spec, WEIGHT.name, ctx.params, ctx.model_home)
         params = ctx.params
         assert isinstance(params, TintParams)
@@ -108,4 +117,5 @@ class TintGenerator(Generator):
 
 @hookimpl
 def lipkit_generators() -> list[Generator]:
+    """The hook lipkit calls: offer this plugin's generators."""
     return [TintGenerator()]
