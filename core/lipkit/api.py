@@ -23,11 +23,11 @@ def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     """Keyword arguments naming a setting are settings; the rest are backend parameters.
 
     ``face`` and ``output`` name the input and the output path, so the ``[face]``, ``[output]``
-    (and, alike, ``[memory]``) settings sections are passed as ``face_settings``,
-    ``output_settings`` and ``memory_settings``.
+    (and, alike, ``[memory]`` and ``[input]``) settings sections are passed as ``face_settings``,
+    ``output_settings``, ``memory_settings`` and ``input_settings``.
     """
     kwargs = dict(kwargs)
-    for section in ("face", "output", "memory"):
+    for section in ("face", "output", "memory", "input"):
         if f"{section}_settings" in kwargs:
             kwargs[section] = kwargs.pop(f"{section}_settings")
     settings = {k: v for k, v in kwargs.items() if k in _SETTING_NAMES}
@@ -118,7 +118,9 @@ def sync(
     ``result.frames``. ``backend`` names a generator or ``"auto"``. Keyword arguments that name a
     setting of :class:`lipkit.config.LipkitSettings` (``fps``, ``length_policy``, ``device``,
     ``preset``, ``seed``, and the sections ``face_settings={...}``, ``output_settings={...}``,
-    ``memory_settings={...}``) set it; any other keyword is a backend parameter,
+    ``memory_settings={...}``, ``input_settings={...}``: ``resize_factor``, ``rotate`` (degrees
+    clockwise), ``crop`` (y1, y2, x1, x2; -1 = to the edge), ``static``) set it; any other
+    keyword is a backend parameter,
     validated by the backend's own model. Raises :class:`lipkit.errors.LipkitError` subclasses
     for everything a user can get wrong.
     """

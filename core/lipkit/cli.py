@@ -50,14 +50,20 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float, default=SUPPRESS, help="frame rate for a still image")
     p.add_argument(
         "--length-policy",
-        choices=["loop", "pingpong", "trim", "freeze"],
+        choices=["loop", "pingpong", "trim", "freeze", "repetitive", "sequential"],
         default=SUPPRESS,
-        help="when audio and face lengths differ (default: the backend's)",
+        help="when audio and face lengths differ (default: the backend's); repetitive = loop "
+        "and sequential = freeze, as the Wav2Lip ComfyUI nodes call them",
     )
     p.add_argument(
         "--audio-from-face", action="store_true", default=SUPPRESS, help="use the face's audio"
     )
     p.add_argument("--seed", type=int, default=SUPPRESS)
+    p.add_argument(
+        "--checkpoint",
+        default=SUPPRESS,
+        help="the backend's checkpoint file (same as --param checkpoint=PATH)",
+    )
     p.add_argument(
         "-p",
         "--param",
@@ -76,6 +82,32 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
     face.add_argument(
         "--face-box", type=int, nargs=4, default=SUPPRESS, metavar=("X1", "Y1", "X2", "Y2")
     )
+    face.add_argument(
+        "--resize-factor", type=int, default=SUPPRESS, metavar="N",
+        help="scale every input frame to width//N x height//N first",
+    )  # fmt: skip
+    face.add_argument(
+        "--rotate", type=int, choices=[0, 90, 180, 270], default=SUPPRESS, metavar="DEG",
+        help="rotate every input frame clockwise (after --resize-factor): 0, 90, 180, 270",
+    )  # fmt: skip
+    face.add_argument(
+        "--crop", type=int, nargs=4, default=SUPPRESS, metavar=("Y1", "Y2", "X1", "X2"),
+        help="keep rows Y1:Y2, columns X1:X2 of the resized, rotated frame; -1 = to the edge",
+    )  # fmt: skip
+    face.add_argument(
+        "--static", action="store_true", default=SUPPRESS,
+        help="use only the first frame of the face video, like a still image",
+    )  # fmt: skip
+    face.add_argument(
+        "--detector-checkpoint", default=SUPPRESS, help="weights of the face detector (s3fd.pth)"
+    )
+    face.add_argument(
+        "--detector-device",
+        choices=["auto", "cpu"],
+        default=SUPPRESS,
+        help="cpu: keep face detection off the accelerator",
+    )
+    face.add_argument("--detect-batch", type=int, default=SUPPRESS, help="frames per detector call")
     out = p.add_argument_group("output")
     out.add_argument("--crf", type=int, default=SUPPRESS, help="H.264 quality (default 19)")
     out.add_argument("--x264-preset", default=SUPPRESS)
@@ -105,6 +137,13 @@ _NESTED = {
     "detect_every": ("face", "detect_every"),
     "blend_radius": ("face", "blend_radius"),
     "face_box": ("face", "box"),
+    "resize_factor": ("input", "resize_factor"),
+    "rotate": ("input", "rotate"),
+    "crop": ("input", "crop"),
+    "static": ("input", "static"),
+    "detector_checkpoint": ("face", "detector_checkpoint"),
+    "detector_device": ("face", "detector_device"),
+    "detect_batch": ("face", "detect_batch"),
     "crf": ("output", "crf"),
     "x264_preset": ("output", "x264_preset"),
     "audio_bitrate": ("output", "audio_bitrate"),
@@ -144,7 +183,10 @@ def _job_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
     config = getattr(args, "config", None)
     settings = load_settings(_overrides(args), config_file=Path(config) if config else None)
-    return {"settings": settings, "params": dict(args.param)}
+    params = dict(args.param)
+    if getattr(args, "checkpoint", None):
+        params.setdefault("checkpoint", args.checkpoint)
+    return {"settings": settings, "params": params}
 
 
 # --------------------------------------------------------------------------- output helpers
@@ -178,6 +220,8 @@ def _print_plan(plan: Any) -> None:
         f"input: {inputs.face_path} ({inputs.width}x{inputs.height}, {kind} at "
         f"{inputs.source_fps:g} fps); audio {inputs.audio_path} ({inputs.audio_seconds:.2f} s)"
     )
+    if inputs.transform is not None:
+        print(f"input transform: {inputs.transform.describe()}")
     print(
         f"output: {plan.num_frames} frames at {plan.fps:g} fps "
         f"({plan.num_frames / plan.fps:.2f} s), length policy {plan.length_policy}"
@@ -311,13 +355,15 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     registry = load_registry()
+    # generators and face processors both declare weights, each in its own model folder
+    owners = {**registry.face_processors, **registry.generators}
     if args.action == "pull":
         if not args.name:
             raise ConfigError("which model?", hint="`lipkit models` lists the names")
-        path = pull(registry.generators, args.name, settings.models_dir, revision=args.revision)
+        path = pull(owners, args.name, settings.models_dir, revision=args.revision)
         print(f"{args.name}: {path}")
         return 0
-    rows = list_models(registry.generators, settings.models_dir, {})
+    rows = list_models(owners, settings.models_dir, {})
     if args.json:
         print(
             json.dumps(

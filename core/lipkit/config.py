@@ -25,6 +25,8 @@ from lipkit.errors import ConfigError
 from lipkit.specs import LengthPolicy
 
 CONFIG_FILE_NAME = "lipkit.toml"
+LENGTH_POLICY_ALIASES = {"repetitive": "loop", "sequential": "freeze"}
+"""Names the Wav2Lip ComfyUI nodes use for length policies."""
 
 
 class _Section(BaseModel):
@@ -53,6 +55,51 @@ class FaceSettings(_Section):
     box: tuple[int, int, int, int] | None = Field(
         default=None, description="fixed face box x1 y1 x2 y2: skip detection"
     )
+    detect_batch: int | None = Field(
+        default=None, ge=1, le=1024, description="frames per detector call; None = the plan's"
+    )
+    detector_device: Literal["auto", "cpu"] = Field(
+        default="auto",
+        description="run face detection on the job's device (auto) or always on the CPU, "
+        "leaving the accelerator's memory to the generator",
+    )
+    detector_checkpoint: Path | None = Field(
+        default=None,
+        description="weights of a face processor that has them (e.g. s3fd.pth); "
+        "default: its file in the model home",
+    )
+
+
+class InputSettings(_Section):
+    """Transforms of every face-input frame (Wav2Lip's input controls), applied in this order.
+
+    The frame is scaled to ``width // resize_factor`` x ``height // resize_factor``, rotated
+    ``rotate`` degrees clockwise, then cropped to rows ``y1:y2`` and columns ``x1:x2`` of the
+    resized and rotated frame (-1 for y2 or x2: to the edge). ``static`` uses only the first
+    frame of a video, like a still image.
+    """
+
+    resize_factor: int = Field(default=1, ge=1, description="divide width and height by this")
+    rotate: Literal[0, 90, 180, 270] = Field(default=0, description="degrees clockwise")
+    crop: tuple[int, int, int, int] | None = Field(
+        default=None, description="y1 y2 x1 x2 in pixels of the resized, rotated frame; -1 = edge"
+    )
+    static: bool = Field(default=False, description="use only the first frame of a video")
+
+    @field_validator("rotate", mode="before")
+    @classmethod
+    def _rotate_from_text(cls, value: Any) -> Any:
+        # LIPKIT_INPUT__ROTATE=90 arrives as text; a Literal of ints takes no strings
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+    @field_validator("crop")
+    @classmethod
+    def _check_crop(cls, value: tuple[int, int, int, int] | None) -> Any:
+        if value is not None:
+            y1, y2, x1, x2 = value
+            if y1 < 0 or x1 < 0 or y2 < -1 or x2 < -1:
+                raise ValueError("y1 and x1 must be >= 0, y2 and x2 >= 0 or -1 (to the edge)")
+        return value
 
 
 class OutputSettings(_Section):
@@ -124,11 +171,17 @@ class LipkitSettings(BaseSettings):
     resume: bool = True
     max_image_pixels: int = Field(default=64_000_000, gt=0)
     face: FaceSettings = Field(default_factory=FaceSettings)
+    input: InputSettings = Field(default_factory=InputSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     backends: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-backend parameters: [backends.NAME] in lipkit.toml"
     )
+
+    @field_validator("length_policy", mode="before")
+    @classmethod
+    def _policy_alias(cls, value: Any) -> Any:
+        return LENGTH_POLICY_ALIASES.get(value, value) if isinstance(value, str) else value
 
     @classmethod
     def settings_customise_sources(

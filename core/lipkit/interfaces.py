@@ -179,6 +179,14 @@ class Generator(ABC):
 
         return missing_weights(self.spec, params, model_home)
 
+    def batch_size(self, params: BaseModel) -> int | None:
+        """A generation batch the user set through this backend's parameters, or None.
+
+        For backends whose users know a batch parameter by name (Wav2Lip's
+        ``wav2lip_batch_size``); it overrides the memory policy's choice. Default: None.
+        """
+        return None
+
     @abstractmethod
     def load(self, ctx: GeneratorContext) -> GeneratorSession:
         """Load weights onto ``ctx.device``; raise ModelError for a missing or wrong file."""

@@ -8,6 +8,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from lipkit.media.transform import FrameTransform
 from lipkit.specs import DeviceInfo, GeneratorSpec, LengthPolicy, Precision, Stage
 
 
@@ -63,6 +64,9 @@ class InputSummary(BaseModel):
     height: int
     source_fps: float
     source_frames: int
+    transform: FrameTransform | None = Field(
+        default=None, description="resize/rotate/crop/static applied; width/height are after it"
+    )
     audio_path: Path
     audio_seconds: float
 

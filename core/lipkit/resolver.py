@@ -19,7 +19,7 @@ from lipkit.interfaces import AudioEncoder, FaceProcessor, Generator, OutputEnco
 from lipkit.plans import InputSummary, MemoryRequest, Plan, StageChoice
 from lipkit.plugins import Registry, require
 from lipkit.specs import DeviceInfo, LengthPolicy, Stage
-from lipkit.weights import how_to_get
+from lipkit.weights import how_to_get, missing_weights, weight_path
 
 if TYPE_CHECKING:
     from lipkit.media.probe import MediaInfo
@@ -45,7 +45,7 @@ class Selection:
     audio_params: BaseModel
     face_processor: FaceProcessor
     encoder: OutputEncoder
-    face_info: MediaInfo  # the face input, probed once
+    face_info: MediaInfo  # the face input, probed once (and transformed: settings.input)
 
 
 def split_params(
@@ -230,13 +230,22 @@ class Resolver:
                     f"{wanted!r} gives boxes only",
                     hint="choose a face processor with landmarks, or --face-detector auto",
                 )
+            self._use_face_weights(proc)
             return proc, reason or "chosen by the user"
-        fitting = [
+        shaped = [
             p
             for p in procs.values()
             if (p.spec.landmarks or not spec.needs_landmarks)
             and (p.spec.alignment == spec.alignment or spec.alignment == "box")
         ]
+        fitting = [p for p in shaped if not self._face_weights_missing(p)]
+        for p in shaped:
+            if p not in fitting:
+                self.notices.append(
+                    f"face processor {p.spec.name!r} skipped: its weights "
+                    f"({', '.join(self._face_weights_missing(p))}) are not in "
+                    f"{self.settings.models_dir / p.spec.name}"
+                )
         if not fitting:
             raise PluginError(
                 f"backend {spec.name!r} needs a face processor with "
@@ -245,7 +254,27 @@ class Resolver:
                 hint="install the backend's face-processing extra (see its README)",
             )
         best = max(fitting, key=lambda p: (p.spec.rank, p.spec.name))
+        self._use_face_weights(best)
         return best, reason or f"highest-ranked processor giving {spec.alignment} alignment"
+
+    def _face_weights_missing(self, proc: FaceProcessor) -> list[str]:
+        face = self.settings.face
+        return missing_weights(proc.spec, face, self.settings.models_dir / proc.spec.name)
+
+    def _use_face_weights(self, proc: FaceProcessor) -> None:
+        """Point ``face.detector_checkpoint`` at the chosen processor's weights, if it has any."""
+        required = [w for w in proc.spec.weights if w.required]
+        if not required or self.settings.face.box is not None:
+            return
+        weight = required[0]
+        path = weight_path(weight, self.settings.face, self.settings.models_dir / proc.spec.name)
+        if not path.is_file():
+            raise ModelError(
+                f"face processor {proc.spec.name!r} needs {weight.filename}, not found at {path}",
+                hint=f"{how_to_get(weight)}, then put it in "
+                f"{self.settings.models_dir / proc.spec.name} or give --detector-checkpoint PATH",
+            )
+        self.settings.face.detector_checkpoint = path
 
     def choose_encoder(self, output: Path | None) -> tuple[OutputEncoder, str]:
         encoders = self.registry.encoders
@@ -274,12 +303,15 @@ class Resolver:
         params: dict[str, Any] | None = None,
     ) -> Selection:
         from lipkit.media.probe import probe_audio, probe_media
+        from lipkit.media.transform import transform_info
 
         params = dict(params or {})
         settings = self.settings
         info = probe_media(face, max_image_pixels=settings.max_image_pixels)
         if not info.has_video:
             raise InputError(f"{face} has no video stream or image", hint="give a video or image")
+        # resize / rotate / crop / static: everything below sees the transformed input
+        info = transform_info(info, settings.input)
         if settings.audio_from_face or audio is None:
             if audio is None and not settings.audio_from_face:
                 raise ConfigError("no audio given", hint="give an audio file or --audio-from-face")
@@ -325,7 +357,7 @@ class Resolver:
                 mode=mem.mode,
                 budget_bytes=mem.budget,
                 vram_fraction=mem.vram_fraction,
-                batch_size=mem.batch_size,
+                batch_size=gen.batch_size(gen_params) or mem.batch_size,
                 chunk_frames=mem.chunk_frames,
                 precision=mem.precision,
             )
@@ -370,6 +402,7 @@ class Resolver:
                 height=info.height,
                 source_fps=fps,
                 source_frames=info.num_frames,
+                transform=info.transform,
                 audio_path=audio,
                 audio_seconds=audio_info.seconds,
             ),

@@ -199,23 +199,20 @@ def window_starts(
     *,
     fps: float,
     num_spec_frames: int,
-    mel_step_multiplier: float = 1.0,
     sync_offset: int = 0,
 ) -> np.ndarray:
     """First spectrogram column of each video frame's 16-frame window, ``int64 [len(frames)]``.
 
-    Frame ``i`` starts at ``int((i - sync_offset) * (80 * mel_step_multiplier / fps))``, the
-    reference's ``int(i * 80. / fps)`` when the multiplier is 1 and the offset 0. Negative starts
-    clamp to 0; a window that would run past the end is the last one, ``[T - 16, T)``.
-    ``num_spec_frames`` is ``T`` after any padding to at least 16 frames.
+    Frame ``i`` starts at ``int((i - sync_offset) * 80 / fps)``, the reference's
+    ``int(i * 80. / fps)`` when the offset is 0. Negative starts clamp to 0; a window that would
+    run past the end is the last one, ``[T - 16, T)``. ``num_spec_frames`` is ``T`` after any
+    padding to at least 16 frames.
     """
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    if mel_step_multiplier <= 0:
-        raise ValueError(f"mel_step_multiplier must be positive, got {mel_step_multiplier}")
     if num_spec_frames < WINDOW_FRAMES:
         raise ValueError(f"need at least {WINDOW_FRAMES} spectrogram frames")
-    step = FEATURE_RATE * mel_step_multiplier / fps
+    step = FEATURE_RATE / fps
     shifted = np.asarray(frames, dtype=np.int64) - int(sync_offset)
     starts = np.trunc(shifted.astype(np.float64) * step).astype(np.int64)
     starts = np.maximum(starts, 0)
@@ -242,16 +239,27 @@ def mel_windows(
 ) -> np.ndarray:
     """The 16-frame window of ``mel`` (``[80, T]``) for each video frame: ``float32 [n, 80, 16]``.
 
-    See :func:`window_starts` for which columns a frame gets; ``mel`` shorter than 16 frames is
-    padded with silence first (:func:`pad_to_window`).
+    See :func:`window_starts` for where a frame's window lies; ``mel`` shorter than 16 frames is
+    padded with silence first (:func:`pad_to_window`). With ``mel_step_multiplier`` ``m != 1``
+    the window keeps its centre (so the lips stay on the audio's timeline, however long the
+    video) and spans ``16 * m`` columns, sampled at 16 evenly spaced points by linear
+    interpolation (clamped to the spectrogram): ``m > 1`` packs more speech into each window,
+    which makes the mouth move faster; ``m < 1`` slower. ``m == 1`` is exactly the reference.
     """
     padded = pad_to_window(np.asarray(mel, dtype=np.float32))
-    starts = window_starts(
-        frames,
-        fps=fps,
-        num_spec_frames=padded.shape[1],
-        mel_step_multiplier=mel_step_multiplier,
-        sync_offset=sync_offset,
-    )
-    columns = starts[:, None] + np.arange(WINDOW_FRAMES, dtype=np.int64)[None, :]
-    return np.ascontiguousarray(np.moveaxis(padded[:, columns], 0, 1))
+    if mel_step_multiplier <= 0:
+        raise ValueError(f"mel_step_multiplier must be positive, got {mel_step_multiplier}")
+    total = padded.shape[1]
+    starts = window_starts(frames, fps=fps, num_spec_frames=total, sync_offset=sync_offset)
+    offsets = np.arange(WINDOW_FRAMES, dtype=np.float64)
+    if mel_step_multiplier == 1.0:
+        columns = starts[:, None] + offsets.astype(np.int64)[None, :]
+        return np.ascontiguousarray(np.moveaxis(padded[:, columns], 0, 1))
+    centre = (WINDOW_FRAMES - 1) / 2.0
+    points = starts[:, None] + centre + (offsets[None, :] - centre) * float(mel_step_multiplier)
+    points = np.clip(points, 0.0, total - 1.0)
+    low = np.floor(points).astype(np.int64)
+    high = np.minimum(low + 1, total - 1)
+    weight = (points - low).astype(np.float32)
+    out = padded[:, low] * (1.0 - weight) + padded[:, high] * weight
+    return np.ascontiguousarray(np.moveaxis(out, 0, 1), dtype=np.float32)

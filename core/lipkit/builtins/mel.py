@@ -41,7 +41,9 @@ class MelParams(BaseModel):
         default=1.0,
         gt=0.0,
         le=4.0,
-        description="scales how far the audio window advances per video frame (1 = real time)",
+        description="how much speech each frame's audio window spans, centred on the frame's "
+        "time (1 = the reference; > 1 faster mouth movements, < 1 slower); the window never "
+        "drifts from the audio's timeline",
     )
     pad_mode: PadMode = Field(
         default="reflect",

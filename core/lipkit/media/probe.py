@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lipkit.errors import InputError
 from lipkit.media.ffmpeg import decode_text, file_arg, frame_rate, media_error, run_ffmpeg
+from lipkit.media.transform import FrameTransform
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +54,8 @@ class MediaInfo(BaseModel):
     ``num_frames`` the exact number of frames the constant-rate decode yields (1 for a still).
     The fields after ``video_codec`` let :class:`~lipkit.media.video.FrameReader` seek exactly;
     their defaults make it fall back to decoding from the start.
+    ``transform`` (set by :func:`lipkit.media.transform.transform_info`, never by the probe) is
+    applied by the reader to every frame; ``width``/``height`` are then the transformed size.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -79,6 +82,11 @@ class MediaInfo(BaseModel):
     start_time: float = Field(default=0.0, description="the file's start time in seconds")
     seek_preroll: float = Field(
         default=1.0, ge=0.0, description="seconds a seek starts before the wanted frame"
+    )
+    transform: FrameTransform | None = Field(
+        default=None,
+        description="input transform FrameReader applies (resize, rotate, crop, static); "
+        "width/height/num_frames above are already the transformed input's",
     )
 
 

@@ -43,7 +43,9 @@ class FrameReader:
     """Decode frames of ``info`` (a video or a still) on demand, as ``uint8 [n, H, W, 3]`` RGB.
 
     ``size=(width, height)`` scales frames while decoding (cheap small frames for detection);
-    ``None`` keeps the native size. Not thread-safe: use one reader per thread.
+    ``None`` keeps the native size. ``info.transform`` (resize, rotate, crop) is applied to
+    every frame first; ``info.width``/``info.height`` are the transformed size.
+    Not thread-safe: use one reader per thread.
     Frame ``k`` of a video is what a constant-rate decode at ``info.fps`` shows at ``k / fps``
     seconds after the first frame; a still has the single frame 0.
     """
@@ -191,6 +193,8 @@ class FrameReader:
         ]
         if step > 1:
             filters.append(f"framestep={step}")
+        if info.transform is not None:
+            filters += info.transform.ffmpeg_filters()
         if self._scaled:
             down = self.width * self.height <= info.width * info.height
             method = "area" if down else "bicubic"
@@ -255,6 +259,15 @@ class FrameReader:
                     gray = (np.asarray(image, dtype=np.uint32) >> 8).astype(np.uint8)
                     image = Image.fromarray(gray, mode="L")
                 image = image.convert("RGB")
+                transform = self.info.transform
+                if transform is not None and transform.geometric:
+                    if image.size != transform.source_size:
+                        raise MediaError(
+                            f"image {path} decoded to {image.width}x{image.height}, expected "
+                            "{}x{}".format(*transform.source_size),
+                            hint="the file changed since it was probed; run again",
+                        )
+                    image = Image.fromarray(transform.apply(np.asarray(image, dtype=np.uint8)))
                 if self._scaled:
                     down = self.width * self.height <= image.width * image.height
                     method = Image.Resampling.BOX if down else Image.Resampling.BICUBIC
@@ -273,7 +286,9 @@ class FrameReader:
         return np.ascontiguousarray(frame)
 
     def _decode_single(self) -> np.ndarray:
-        filters = [f"scale={self.width}:{self.height}:flags=area"] if self._scaled else ["null"]
+        filters = self.info.transform.ffmpeg_filters() if self.info.transform else []
+        filters += [f"scale={self.width}:{self.height}:flags=area"] if self._scaled else []
+        filters = filters or ["null"]
         args = [
             "-loglevel", "error", "-i", file_arg(self.info.path), "-map", "0:v:0",
             "-an", "-sn", "-dn", "-frames:v", "1", "-vf", ",".join(filters),

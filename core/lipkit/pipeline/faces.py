@@ -202,6 +202,8 @@ def track_cache_path(
         processor,
         settings.model_dump(mode="json", exclude={"blend_radius"}),
         info.num_frames,
+        # boxes are in the transformed frame: a new resize/rotate/crop/static detects again
+        info.transform.model_dump(mode="json") if info.transform is not None else None,
     )
     return cache_dir / "faces" / f"{key[:32]}.npz"
 

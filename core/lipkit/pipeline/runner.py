@@ -154,6 +154,7 @@ class Pipeline:
 
     def _job_key(self) -> str:
         plan = self.plan
+        transform = self.sel.face_info.transform  # the frames every segment is made from
         return content_key(
             PIPELINE_VERSION,
             file_digest(plan.inputs.face_path),
@@ -162,6 +163,7 @@ class Pipeline:
             plan.generator_params,
             self.settings.face.model_dump(mode="json"),
             self.settings.output.model_dump(mode="json"),
+            transform.model_dump(mode="json") if transform is not None else None,
             plan.fps,
             plan.num_frames,
             plan.length_policy,
@@ -205,7 +207,7 @@ class Pipeline:
             sel.face_processor.spec.name,
             face_settings,
             self.settings.cache_dir,
-            batch=self.memory.batch_sizes.get("detect", 16),
+            batch=face_settings.detect_batch or self.memory.batch_sizes.get("detect", 16),
             on_progress=lambda d, n: self._report("faces", d, n, t),
             on_done=analysed,
         )

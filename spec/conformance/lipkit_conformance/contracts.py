@@ -384,8 +384,13 @@ class GeneratorContract:
     Independence rule: a generator that declares ``chunk_multiple == 1`` and
     ``history_frames == 0`` must give, for a batch, exactly the concatenation of what it gives
     for each item alone (an out-of-memory retry at a smaller batch changes nothing).
-    Segment-based generators are exempt.
+    Segment-based generators are exempt. Neural generators whose kernels round differently at
+    different batch sizes (oneDNN and cuDNN pick algorithms per shape) set ``ITEM_TOLERANCE`` to
+    the largest difference in 8-bit levels they allow (1 or 2); fewer than 1% of values may
+    differ at all.
     """
+
+    ITEM_TOLERANCE = 0
 
     @pytest.fixture
     def generator(self) -> Generator:
@@ -547,7 +552,13 @@ class GeneratorContract:
             ]
         finally:
             session.close()
-        assert np.array_equal(np.concatenate(items), whole)
+        alone = np.concatenate(items)
+        if self.ITEM_TOLERANCE == 0:
+            assert np.array_equal(alone, whole), "a batch differs from its items generated alone"
+        else:
+            diff = np.abs(alone.astype(np.int16) - whole.astype(np.int16))
+            assert diff.max() <= self.ITEM_TOLERANCE, f"items alone differ by {diff.max()} levels"
+            assert (diff > 0).mean() < 0.01, f"{(diff > 0).mean():.1%} of values differ"
 
     def test_missing_weights_are_a_model_error(
         self, generator: Generator, tmp_path: Path, cpu_device: DeviceInfo
