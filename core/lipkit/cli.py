@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -492,7 +493,16 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
+"""Set for the command (unless the user set them) before any backend loads PyTorch: OpenMP
+threads that spin after each parallel region steal the cores ffmpeg's decoder and encoder need
+beside the generator (Wav2Lip on 2 cores, 60 s of 720p: 16.9 -> 18.4 frames/s end to end)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    for name, value in OPENMP_DEFAULTS.items():
+        if "torch" not in sys.modules:  # too late once OpenMP is initialised
+            os.environ.setdefault(name, value)
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.verbose, args.debug)

@@ -44,6 +44,11 @@ def choose_precision(request: MemoryRequest) -> tuple[Precision, str]:
             return "bf16", f"{device.name} supports bf16"
         if "fp16" in allowed and device.supports_fp16:
             return "fp16", f"{device.name} supports fp16"
+    if device.kind == "cpu" and device.supports_bf16 and "bf16" in allowed:
+        return "fp32", (
+            "full precision on the CPU; this CPU computes bf16 natively, and --precision bf16 "
+            "is faster (Wav2Lip about 2.7x) with slightly different output"
+        )
     return "fp32", "full precision on this device" if device.kind == "cpu" else "only fp32 fits"
 
 
