@@ -125,6 +125,16 @@ class MemorySettings(_Section):
     batch_size: int | None = Field(default=None, ge=1)
     chunk_frames: int | None = Field(default=None, ge=1)
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    calibrate: bool = Field(
+        default=True,
+        description="measure the generator's memory per item with a probe batch after loading "
+        "and let the policy refit the batch (policies that support it)",
+    )
+    cpu_fallback: bool = Field(
+        default=False,
+        description="after an out-of-memory error at batch 1, move generation to the CPU "
+        "instead of stopping",
+    )
 
     @field_validator("budget", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ Conventions for every interface here:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -49,6 +50,11 @@ class OomEvent:
     plan: MemoryPlan
 
 
+MemoryProbe = Callable[[int], int]
+"""``probe(batch)`` generates one batch of ``batch`` items on the job's device and returns the
+peak bytes it used above what was in use before (device memory on GPUs, RSS on the CPU)."""
+
+
 class MemoryPolicy(ABC):
     spec: ClassVar[MemoryPolicySpec]
 
@@ -56,8 +62,29 @@ class MemoryPolicy(ABC):
     def plan(self, request: MemoryRequest) -> MemoryPlan:
         """Return the plan for ``request``; raise ResourceError if one item cannot fit."""
 
+    def calibrate(self, request: MemoryRequest, plan: MemoryPlan, probe: MemoryProbe) -> MemoryPlan:
+        """Refit ``plan`` once the generator is loaded, measuring with ``probe``; default: keep.
+
+        Called by the pipeline before the first batch when ``memory.calibrate`` is on. A policy
+        that probes should keep probe batches small (they run on the real device) and say what
+        it measured in the plan's reasons.
+        """
+        return plan
+
+    def on_pressure(self, plan: MemoryPlan, free_bytes: int) -> MemoryPlan | None:
+        """Free memory on the generation device fell to ``free_bytes``: a smaller plan, or None.
+
+        Called between chunks, before memory runs out; default: None (carry on).
+        """
+        return None
+
     def on_oom(self, event: OomEvent) -> MemoryPlan | None:
-        """Return a smaller plan to retry with, or None to give up (default: halve the batch)."""
+        """Return a smaller plan to retry with, or None to give up (default: halve the batch).
+
+        At batch 1 a policy may instead return a plan whose ``generate_device`` is ``"cpu"`` when
+        the request allowed it (``allow_cpu_fallback``); the pipeline then reloads the generator
+        on the CPU and continues.
+        """
         if event.batch_size <= 1:
             return None
         sizes = dict(event.plan.batch_sizes)
@@ -158,6 +185,7 @@ class GeneratorContext:
     model_home: Path  # where this backend's weights live by default
     batch_size: int
     seed: int
+    memory: MemoryPlan | None = None  # the whole plan: offload mode, blocks on the device, ...
 
 
 class GeneratorSession(ABC):

@@ -28,6 +28,12 @@ class MemoryRequest(BaseModel):
     batch_size: int | None = Field(default=None, description="user override for generation")
     chunk_frames: int | None = Field(default=None, description="user override")
     precision: Precision | Literal["auto"] = "auto"
+    allow_cpu_fallback: bool = Field(
+        default=False, description="after an OOM at batch 1, the stage may move to the CPU"
+    )
+    frames_in_memory: bool = Field(
+        default=False, description="the result is returned as frames, not written to a file"
+    )
 
 
 class MemoryPlan(BaseModel):
@@ -43,7 +49,19 @@ class MemoryPlan(BaseModel):
     offload: Literal["none", "model", "block"] = "none"
     blocks_on_device: int | None = None
     spill_to_disk: bool = False
-    face_device: str = "cpu"
+    face_device: str = Field(default="cpu", description="device id face detection runs on")
+    generate_device: str | None = Field(
+        default=None, description="device id generation runs on; None = the plan's device"
+    )
+    measured_per_item: int | None = Field(
+        default=None, description="bytes per generated item, measured by a probe batch"
+    )
+    cpu_fallback: bool = Field(
+        default=False, description="an OOM at batch 1 may move generation to the CPU"
+    )
+    min_free_bytes: int = Field(
+        default=0, ge=0, description="below this much free memory, the next batches shrink"
+    )
     reasons: list[str] = Field(default_factory=list)
 
 
@@ -121,6 +139,11 @@ class SyncResult(BaseModel):
     stats: dict[str, StageStats] = Field(default_factory=dict)
     resumed_segments: int = 0
     oom_recoveries: list[str] = Field(default_factory=list)
+    memory: MemoryPlan | None = Field(
+        default=None,
+        description="the memory plan the job ended with (after calibration and "
+        "any recovery); plan.memory is the one it started with",
+    )
     work_dir: Path | None = None
     wall_seconds: float = 0.0
     peak_rss_bytes: int = 0

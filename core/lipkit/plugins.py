@@ -198,6 +198,13 @@ def _register_loaded(pm: pluggy.PluginManager, module: ModuleType | Any, info: P
     if pm.is_registered(module):
         info.error = "already registered under another name"
         return
+    if pm.get_plugin(info.name) is not None:
+        owner = pm.get_plugin(info.name)
+        info.error = (
+            f"the entry-point name {info.name!r} is taken (by "
+            f"{getattr(owner, '__name__', type(owner).__name__)}): rename this plugin's entry point"
+        )
+        return
     try:
         pm.register(module, name=info.name)
     except Exception as exc:  # pluggy validation: unknown hook, bad signature

@@ -46,6 +46,7 @@ class Selection:
     face_processor: FaceProcessor
     encoder: OutputEncoder
     face_info: MediaInfo  # the face input, probed once (and transformed: settings.input)
+    memory_request: MemoryRequest | None = None  # what the memory plan was made for
 
 
 def split_params(
@@ -347,21 +348,22 @@ class Resolver:
             policy_impl = require(policies, "memory policy", settings.memory.policy)
             mem_reason = "chosen by the user"
         mem = settings.memory
-        memory_plan = policy_impl.plan(
-            MemoryRequest(
-                device=device,
-                generator=spec,
-                frame_width=info.width,
-                frame_height=info.height,
-                num_frames=num_frames,
-                mode=mem.mode,
-                budget_bytes=mem.budget,
-                vram_fraction=mem.vram_fraction,
-                batch_size=gen.batch_size(gen_params) or mem.batch_size,
-                chunk_frames=mem.chunk_frames,
-                precision=mem.precision,
-            )
+        memory_request = MemoryRequest(
+            device=device,
+            generator=spec,
+            frame_width=info.width,
+            frame_height=info.height,
+            num_frames=num_frames,
+            mode=mem.mode,
+            budget_bytes=mem.budget,
+            vram_fraction=mem.vram_fraction,
+            batch_size=gen.batch_size(gen_params) or mem.batch_size,
+            chunk_frames=mem.chunk_frames,
+            precision=mem.precision,
+            allow_cpu_fallback=mem.cpu_fallback,
+            frames_in_memory=output is None,
         )
+        memory_plan = policy_impl.plan(memory_request)
 
         dev_reason = (
             "chosen by the user"
@@ -412,4 +414,6 @@ class Resolver:
             notices=list(self.notices),
         )
         log.info("plan resolved", backend=spec.name, device=device.id, frames=num_frames)
-        return Selection(plan, gen, gen_params, encoder, audio_params, face_proc, out_enc, info)
+        return Selection(
+            plan, gen, gen_params, encoder, audio_params, face_proc, out_enc, info, memory_request
+        )

@@ -101,6 +101,16 @@ class GeneratorSpec(_ImplementationSpec):
     history_frames: int = Field(
         default=0, ge=0, description="generated frames of the previous batch it needs"
     )
+    num_blocks: int = Field(
+        default=0,
+        ge=0,
+        description="repeated transformer blocks holding most of model_memory (0 = none): "
+        "a memory policy may keep only some of them on the device (block offload)",
+    )
+    stage_memory: dict[str, int] = Field(
+        default_factory=dict,
+        description="extra bytes per item of backend-specific stages (e.g. 'vae_decode'), fp32",
+    )
     default_length_policy: LengthPolicy = "loop"
     mouth_region: tuple[float, float, float, float] = Field(
         default=(0.0, 0.5, 1.0, 1.0),

@@ -117,7 +117,8 @@ class AutoMemoryPolicy(MemoryPolicy):
                 f"chunk {chunk} frames: {_fmt(chunk * frame_bytes * CHUNKS_IN_FLIGHT)} of "
                 "frames in flight at most"
             )
-        face_device = "cpu"
+        # detection beside the generator on a GPU; on shared memory (APUs, Apple) the CPU
+        face_device = "cpu" if device.unified_memory else device.id
         return MemoryPlan(
             policy=self.spec.name,
             budget_bytes=budget,

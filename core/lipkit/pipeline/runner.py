@@ -39,12 +39,14 @@ from lipkit.interfaces import (
     StreamInfo,
 )
 from lipkit.media.audio import load_audio
+from lipkit.pipeline.devmem import free_memory, measure_peak
 from lipkit.pipeline.faces import LiveTrack, start_analysis
 from lipkit.pipeline.length import source_indices
 from lipkit.pipeline.source import SourceFrames
 from lipkit.pipeline.workdir import WorkDir, content_key, file_digest
 from lipkit.plans import MemoryPlan, StageStats, SyncResult
 from lipkit.resolver import Selection
+from lipkit.specs import DeviceInfo
 
 log = structlog.get_logger(__name__)
 
@@ -109,6 +111,9 @@ class _Cancelled(Exception):
 
 class Pipeline:
     """Runs one resolved job. Use :func:`lipkit.api.sync` rather than this class directly."""
+
+    _session: GeneratorSession  # the loaded generator (set in _render; replaced on CPU fallback)
+    _ctx: GeneratorContext  # what it was loaded with
 
     def __init__(
         self,
@@ -193,7 +198,7 @@ class Pipeline:
         face_settings = self.settings.face
 
         def open_face() -> Any:
-            return sel.face_processor.open(face_settings, plan.device)
+            return sel.face_processor.open(face_settings, self._device(self.memory.face_device))
 
         t = time.perf_counter()
 
@@ -268,6 +273,7 @@ class Pipeline:
             stats=dict(self.stats.stages),
             resumed_segments=resumed,
             oom_recoveries=self.recoveries,
+            memory=self.memory,
             work_dir=work.path if work is not None and self.settings.keep_work else None,
             wall_seconds=time.perf_counter() - self._started,
             peak_rss_bytes=self._peak_rss,
@@ -321,11 +327,18 @@ class Pipeline:
             model_home=self.settings.models_dir / gen.spec.name,
             batch_size=self.memory.batch_sizes["generate"],
             seed=self.settings.seed,
+            memory=self.memory,
         )
         t = time.perf_counter()
-        session = gen.load(ctx)
+        if self.memory.generate_device not in (None, self.plan.device.id):
+            ctx.device = self._device(self.memory.generate_device)
+        self._ctx = ctx
+        self._session = gen.load(ctx)
         self.stats.add("load", time.perf_counter() - t, 1)
-        face_session = self.sel.face_processor.open(self.settings.face, self.plan.device)
+        self._calibrate(features)
+        face_session = self.sel.face_processor.open(
+            self.settings.face, self._device(self.memory.face_device)
+        )
         source = SourceFrames(info)
 
         to_work: queue.Queue[_Chunk | None] = queue.Queue(QUEUE_DEPTH)
@@ -395,7 +408,8 @@ class Pipeline:
                 item = self._get(to_work)
                 if item is None:
                     break
-                item.frames = self._process_chunk(item, live, features, session, face_session)
+                self._check_pressure()
+                item.frames = self._process_chunk(item, live, features, face_session)
                 if item.last_in_segment and self._history is not None:
                     item.history = self._history.copy()
                 self._put(to_write, item)
@@ -418,7 +432,7 @@ class Pipeline:
             self._stop.set()
             for thread in threads:
                 thread.join(timeout=10)
-            session.close()
+            self._session.close()
             face_session.close()
             source.close()
         if self._errors:
@@ -462,7 +476,6 @@ class Pipeline:
         chunk: _Chunk,
         live: LiveTrack,
         features: AudioFeatures,
-        session: GeneratorSession,
         face_session: Any,
     ) -> np.ndarray:
         spec = self.sel.generator.spec
@@ -492,7 +505,7 @@ class Pipeline:
         self.stats.add("audio_window", time.perf_counter() - t0, len(with_face))
 
         t0 = time.perf_counter()
-        generated = self._generate(session, chunk.frames_out[with_face], crops, audio)
+        generated = self._generate(chunk.frames_out[with_face], crops, audio)
         self.stats.add(
             "generate",
             time.perf_counter() - t0,
@@ -509,7 +522,6 @@ class Pipeline:
 
     def _generate(
         self,
-        session: GeneratorSession,
         frame_numbers: np.ndarray,
         crops: np.ndarray,
         audio: np.ndarray,
@@ -524,7 +536,7 @@ class Pipeline:
             for a in range(0, len(crops), size):
                 b = min(len(crops), a + size)
                 batch = GenerationBatch(frame_numbers[a:b], crops[a:b], audio[a:b], history)
-                out = session.generate(batch)
+                out = self._session.generate(batch)
                 if out.shape != crops[a:b].shape or out.dtype != np.uint8:
                     raise LipkitError(
                         f"backend {self.sel.generator.spec.name!r} returned {out.shape} "
@@ -553,16 +565,90 @@ class Pipeline:
         torch = sys.modules.get("torch")
         if torch is not None and getattr(torch, "cuda", None) and torch.cuda.is_available():
             torch.cuda.empty_cache()
-        new = self.policy.on_oom(OomEvent("generate", size, self.plan.device, exc, self.memory))
-        if new is None or new.batch_sizes["generate"] >= size:
+        device = self._ctx.device
+        new = self.policy.on_oom(OomEvent("generate", size, device, exc, self.memory))
+        moved = new is not None and new.generate_device not in (None, device.id)
+        if new is None or (new.batch_sizes["generate"] >= size and not moved):
             raise ResourceError(
-                f"out of memory generating even {size} frame(s) at a time on "
-                f"{self.plan.device.name}",
-                hint="lower memory.batch_size, use --precision fp16, or a larger device",
+                f"out of memory generating even {size} frame(s) at a time on {device.name}",
+                hint="use --precision fp16 or bf16, a smaller memory.batch_size, "
+                "--memory-mode conservative, memory.cpu_fallback = true (slow but finishes), "
+                "or a device with more memory",
             ) from exc
         self.memory = new
-        note = (
-            f"out of memory at generation batch {size}; continuing at {new.batch_sizes['generate']}"
-        )
+        if moved:
+            assert new.generate_device is not None
+            self._session.close()
+            self._ctx.device = self._device(new.generate_device)
+            self._ctx.precision = new.precision
+            self._session = self.sel.generator.load(self._ctx)
+            note = f"out of memory at generation batch {size} on {device.name}: moved to the CPU"
+        else:
+            note = (
+                f"out of memory at generation batch {size}; "
+                f"continuing at {new.batch_sizes['generate']}"
+            )
         self.recoveries.append(note)
-        log.warning("recovered from out-of-memory", batch=size, new=new.batch_sizes["generate"])
+        log.warning("recovered from out-of-memory", note=note)
+
+    # ------------------------------------------------------------------ memory policy hooks
+
+    def _device(self, device_id: str | None) -> DeviceInfo:
+        """The DeviceInfo for a device id of the plan (the job's device, or the CPU)."""
+        if device_id in (None, self.plan.device.id):
+            return self.plan.device
+        if device_id == "cpu":
+            from lipkit.builtins.device import cpu_device
+
+            return cpu_device()
+        return self.plan.device.model_copy(update={"id": device_id})
+
+    def _calibrate(self, features: AudioFeatures) -> None:
+        """Let the policy refit the plan with probe batches on the loaded generator."""
+        request = self.sel.memory_request
+        if not self.settings.memory.calibrate or request is None:
+            return
+        spec = self.sel.generator.spec
+        size = spec.crop_size
+
+        def probe(batch: int) -> int:
+            batch = max(1, int(batch))
+            frames = np.arange(batch, dtype=np.int64) % max(1, self.plan.num_frames)
+            history = None
+            if spec.history_frames:
+                history = np.zeros((spec.history_frames, size, size, 3), np.uint8)
+            item = GenerationBatch(
+                frames,
+                np.full((batch, size, size, 3), 128, np.uint8),
+                features.window(frames),
+                history,
+            )
+            return measure_peak(self._ctx.device, lambda: self._session.generate(item))
+
+        t = time.perf_counter()
+        try:
+            new = self.policy.calibrate(request, self.memory, probe)
+        except Exception as exc:
+            if not is_oom(exc):
+                raise
+            # the probe itself ran out of memory: keep the plan; recovery handles the batches
+            log.warning("memory probe ran out of memory; plan kept", error=str(exc)[:200])
+            new = self.memory
+        self.stats.add("calibrate", time.perf_counter() - t, 1)
+        if new != self.memory:
+            log.info("memory plan calibrated", batch=new.batch_sizes.get("generate"))
+            self.memory = new
+
+    def _check_pressure(self) -> None:
+        free = free_memory(self._ctx.device)
+        if free is None:
+            return
+        new = self.policy.on_pressure(self.memory, free)
+        if new is not None and new != self.memory:
+            note = (
+                f"memory pressure ({free / 2**20:.0f} MiB free): generation batch "
+                f"{self.memory.batch_sizes['generate']} -> {new.batch_sizes['generate']}"
+            )
+            self.recoveries.append(note)
+            log.warning("memory pressure", note=note)
+            self.memory = new

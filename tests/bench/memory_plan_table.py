@@ -1,0 +1,71 @@
+"""Print the ``measured`` memory policy's plans for simulated devices as a Markdown table.
+
+    python tests/bench/memory_plan_table.py
+
+Devices of 8, 12, 16, 24, 40 and 80 GiB (CUDA, a ROCm APU with unified memory, Apple MPS) and a
+32 GiB CPU; generators as they declare themselves (the installed wav2lip backend) and two
+declared-cost stand-ins for the diffusion backends still to come. 720p input, balanced mode.
+"""
+
+from __future__ import annotations
+
+from lipkit_memory import MeasuredMemoryPolicy, simulated_device
+
+from lipkit.errors import ResourceError
+from lipkit.plans import MemoryRequest
+from lipkit.specs import GIB, MIB, GeneratorSpec
+
+
+def generators() -> list[GeneratorSpec]:
+    from lipkit_wav2lip.generator import Wav2LipGenerator
+
+    latentsync_like = GeneratorSpec(
+        name="latentsync-like", description="5 GB UNet, 16-frame segments", audio_encoder="whisper",
+        crop_size=512, model_memory=5 * GIB, memory_per_item=300 * MIB, chunk_multiple=16,
+        default_batch=16, precisions=("fp32", "fp16", "bf16"),
+        stage_memory={"vae_decode": 120 * MIB},
+    )  # fmt: skip
+    infinitetalk_like = GeneratorSpec(
+        name="infinitetalk-like", description="14B transformer, 40 blocks",
+        audio_encoder="wav2vec2", crop_size=480,
+        model_memory=56 * GIB, num_blocks=40, memory_per_item=160 * MIB, chunk_multiple=81,
+        default_batch=81, precisions=("fp32", "fp16", "bf16"),
+        stage_memory={"vae_decode": 200 * MIB},
+    )  # fmt: skip
+    return [Wav2LipGenerator.spec, latentsync_like, infinitetalk_like]
+
+
+def main() -> None:
+    policy = MeasuredMemoryPolicy()
+    devices = [simulated_device(g, "cuda") for g in (8, 12, 16, 24, 40, 80)]
+    devices += [simulated_device(16, "rocm", unified=True), simulated_device(16, "mps")]
+    devices += [simulated_device(32, "cpu")]
+    print("| generator | device | precision | generate | detect | other stages | offload | chunk |")
+    print("|---|---|---|---|---|---|---|---|")
+    for spec in generators():
+        for device in devices:
+            request = MemoryRequest(
+                device=device, generator=spec, frame_width=1280, frame_height=720,
+                num_frames=1500,
+            )  # fmt: skip
+            try:
+                plan = policy.plan(request)
+            except ResourceError as exc:
+                print(f"| {spec.name} | {device.name} | - | does not fit: {exc.message} |||||")
+                continue
+            sizes = plan.batch_sizes
+            other = ", ".join(
+                f"{k} {v}" for k, v in sizes.items() if k not in ("generate", "detect")
+            )
+            offload = plan.offload + (
+                f" ({plan.blocks_on_device} blocks on device)" if plan.offload == "block" else ""
+            )
+            print(
+                f"| {spec.name} | {device.name.removeprefix('simulated ')} | {plan.precision} | "
+                f"{sizes['generate']} | {sizes['detect']} | {other or '-'} | {offload} | "
+                f"{plan.chunk_frames} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
