@@ -14,8 +14,8 @@ import psutil
 from lipkit.errors import ResourceError
 from lipkit.hookspecs import hookimpl
 from lipkit.interfaces import MemoryPolicy
-from lipkit.plans import MemoryPlan, MemoryRequest
-from lipkit.specs import GIB, MIB, MemoryPolicySpec, Precision
+from lipkit.plans import MemoryPlan, MemoryRequest, choose_precision
+from lipkit.specs import GIB, MIB, MemoryPolicySpec
 
 HEADROOM = {"conservative": 0.6, "balanced": 0.75, "aggressive": 0.9}
 # frames of the decoded video alive at once per chunk: reader queue, work, writer queue
@@ -27,29 +27,6 @@ CHUNK_BYTES = 64 * MIB
 
 def _fmt(nbytes: int) -> str:
     return f"{nbytes / GIB:.2f} GiB" if nbytes >= GIB else f"{nbytes / MIB:.0f} MiB"
-
-
-def choose_precision(request: MemoryRequest) -> tuple[Precision, str]:
-    allowed = request.generator.precisions
-    device = request.device
-    if request.precision != "auto":
-        if request.precision not in allowed:
-            raise ResourceError(
-                f"backend {request.generator.name!r} cannot run in {request.precision}; "
-                f"it supports {', '.join(allowed)}"
-            )
-        return request.precision, "set by the user"
-    if device.kind != "cpu":
-        if "bf16" in allowed and device.supports_bf16:
-            return "bf16", f"{device.name} supports bf16"
-        if "fp16" in allowed and device.supports_fp16:
-            return "fp16", f"{device.name} supports fp16"
-    if device.kind == "cpu" and device.supports_bf16 and "bf16" in allowed:
-        return "fp32", (
-            "full precision on the CPU; this CPU computes bf16 natively, and --precision bf16 "
-            "is faster (Wav2Lip about 2.7x) with slightly different output"
-        )
-    return "fp32", "full precision on this device" if device.kind == "cpu" else "only fp32 fits"
 
 
 class AutoMemoryPolicy(MemoryPolicy):

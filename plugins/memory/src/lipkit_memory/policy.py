@@ -46,8 +46,8 @@ import structlog
 
 from lipkit.errors import ResourceError
 from lipkit.interfaces import MemoryPolicy, MemoryProbe, OomEvent
-from lipkit.plans import MemoryPlan, MemoryRequest
-from lipkit.specs import GIB, MIB, DeviceInfo, GeneratorSpec, MemoryPolicySpec, Precision
+from lipkit.plans import MemoryPlan, MemoryRequest, choose_precision
+from lipkit.specs import GIB, MIB, DeviceInfo, GeneratorSpec, MemoryPolicySpec
 
 log = structlog.get_logger(__name__)
 
@@ -82,29 +82,6 @@ def _fmt(nbytes: float) -> str:
 
 def _round_down(value: int, step: int) -> int:
     return max(step, value // step * step)
-
-
-def choose_precision(request: MemoryRequest) -> tuple[Precision, str]:
-    """The generation precision and why (see the module doc, step 2)."""
-    allowed = request.generator.precisions
-    device = request.device
-    if request.precision != "auto":
-        if request.precision not in allowed:
-            raise ResourceError(
-                f"backend {request.generator.name!r} cannot run in {request.precision}; "
-                f"it supports {', '.join(allowed)}",
-                hint=f"use --precision {allowed[0]} or auto",
-            )
-        return request.precision, "set by the user"
-    if device.kind != "cpu":
-        if "bf16" in allowed and device.supports_bf16:
-            return "bf16", f"{device.name} computes bf16 natively"
-        if "fp16" in allowed and device.supports_fp16:
-            return "fp16", f"{device.name} computes fp16 natively"
-        return "fp32", "the device or the backend has no half precision"
-    if device.supports_bf16 and "bf16" in allowed:
-        return "fp32", "full precision on the CPU (it has native bf16: --precision bf16 is faster)"
-    return "fp32", "full precision on the CPU"
 
 
 class MeasuredMemoryPolicy(MemoryPolicy):
