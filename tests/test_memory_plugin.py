@@ -80,10 +80,11 @@ def test_batches_grow_with_memory_and_offload_shrinks(kind: str) -> None:
 def test_unified_memory_is_one_pool_and_detection_stays_on_the_cpu() -> None:
     apu = simulated_device(16, "rocm", unified=True)
     plan = POLICY.plan(request(WAV2LIP_LIKE, apu))
-    assert plan.face_device == "cpu"
+    assert plan.face_device == "cpu" and plan.stage_precision["detect"] == "fp32"
     assert any("unified memory" in r for r in plan.reasons)
-    discrete = POLICY.plan(request(WAV2LIP_LIKE, simulated_device(16, "cuda")))
+    discrete = POLICY.plan(request(BIG, simulated_device(16, "cuda")))
     assert discrete.face_device == "cuda:0"
+    assert discrete.stage_precision == {"detect": "fp16", "vae_decode": discrete.precision}
 
 
 def test_budget_fraction_and_mode() -> None:
@@ -268,3 +269,32 @@ def test_a_cpu_budget_is_honoured_and_one_too_small_fails_first(
                     "--memory-budget", "300MB")  # fmt: skip
     assert small.returncode == 5 and "one frame" in small.stderr
     assert time.perf_counter() - start < 30 and not (tmp_path / "no.mp4").exists()
+
+
+def test_the_plan_spills_large_frame_results_only() -> None:
+    cpu = simulated_device(8, "cpu")
+    long = request(WAV2LIP_LIKE, cpu, num_frames=90_000, frames_in_memory=True)
+    assert POLICY.plan(long).spill_to_disk
+    assert not POLICY.plan(long.model_copy(update={"frames_in_memory": False})).spill_to_disk
+    assert not POLICY.plan(long.model_copy(update={"num_frames": 100})).spill_to_disk
+
+
+def test_spilled_frames_equal_frames_in_memory(
+    sample_face: Path, sample_speech: Path, lipkit_home: Path
+) -> None:
+    class Spilling(MeasuredMemoryPolicy):
+        def plan(self, request: MemoryRequest) -> Any:
+            return super().plan(request).model_copy(update={"spill_to_disk": True})
+
+    registry = load_registry(allow=["measured"])
+    registry.memory_policies["measured"] = Spilling()  # the same policy, told to spill
+    common: dict[str, Any] = dict(backend="preview", length_policy="trim")
+    spilled = lipkit.sync(
+        sample_face, sample_speech, None, registry=registry,
+        memory_settings={"policy": "measured"}, **common,
+    )  # fmt: skip
+    plain = lipkit.sync(sample_face, sample_speech, None, **common)
+    assert isinstance(spilled.frames, np.memmap)
+    assert spilled.frames.shape == plain.frames.shape == (150, 360, 360, 3)
+    np.testing.assert_array_equal(spilled.frames, plain.frames)
+    assert not list((lipkit_home / "jobs").glob("frames-*.npy"))  # unlinked once mapped

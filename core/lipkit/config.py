@@ -63,6 +63,11 @@ class FaceSettings(_Section):
         description="run face detection on the job's device (auto) or always on the CPU, "
         "leaving the accelerator's memory to the generator",
     )
+    detector_precision: Literal["auto", "fp32", "fp16"] = Field(
+        default="auto",
+        description="face detector precision; auto = the memory plan's (fp16 on GPUs that have "
+        "it, for detectors that support it)",
+    )
     detector_checkpoint: Path | None = Field(
         default=None,
         description="weights of a face processor that has them (e.g. s3fd.pth); "

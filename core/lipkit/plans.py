@@ -47,6 +47,10 @@ class MemoryPlan(BaseModel):
     )
     chunk_frames: int = Field(gt=0, description="frames decoded and processed together")
     precision: Precision
+    stage_precision: dict[str, Precision] = Field(
+        default_factory=dict,
+        description="precision per stage ('detect', backend stages); 'generate' is `precision`",
+    )
     offload: Literal["none", "model", "block"] = "none"
     blocks_on_device: int | None = None
     spill_to_disk: bool = False

@@ -24,7 +24,7 @@ import psutil
 import structlog
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-from lipkit.config import LipkitSettings
+from lipkit.config import FaceSettings, LipkitSettings
 from lipkit.errors import JobInterrupted, LipkitError, NoFaceError, ResourceError
 from lipkit.face import warp
 from lipkit.interfaces import (
@@ -36,6 +36,7 @@ from lipkit.interfaces import (
     GeneratorSession,
     MemoryPolicy,
     OomEvent,
+    OutputEncoder,
     StreamInfo,
 )
 from lipkit.media.audio import load_audio
@@ -43,6 +44,7 @@ from lipkit.pipeline.devmem import free_memory, measure_peak
 from lipkit.pipeline.faces import LiveTrack, start_analysis
 from lipkit.pipeline.length import source_indices
 from lipkit.pipeline.source import SourceFrames
+from lipkit.pipeline.spill import SpillEncoder
 from lipkit.pipeline.workdir import WorkDir, content_key, file_digest
 from lipkit.plans import MemoryPlan, StageStats, SyncResult
 from lipkit.resolver import Selection
@@ -113,6 +115,8 @@ class Pipeline:
     """Runs one resolved job. Use :func:`lipkit.api.sync` rather than this class directly."""
 
     _session: GeneratorSession  # the loaded generator (set in _render; replaced on CPU fallback)
+    _encoder: OutputEncoder  # the selected encoder, or a SpillEncoder for spilled frames
+    _face_settings: FaceSettings  # the job's face settings, detector precision resolved
     _ctx: GeneratorContext  # what it was loaded with
 
     def __init__(
@@ -196,6 +200,12 @@ class Pipeline:
         self.stats.add("audio", time.perf_counter() - t, plan.num_frames)
 
         face_settings = self.settings.face
+        if face_settings.detector_precision == "auto":
+            detect = self.memory.stage_precision.get("detect", "fp32")
+            face_settings = face_settings.model_copy(
+                update={"detector_precision": "fp16" if detect == "fp16" else "fp32"}
+            )
+        self._face_settings = face_settings
 
         def open_face() -> Any:
             return sel.face_processor.open(face_settings, self._device(self.memory.face_device))
@@ -219,6 +229,11 @@ class Pipeline:
 
         stream = StreamInfo(width=info.width, height=info.height, fps=plan.fps)
         file_output = sel.encoder.spec.kind == "file"
+        self._encoder = sel.encoder
+        spill: SpillEncoder | None = None
+        if not file_output and self.memory.spill_to_disk:
+            folder = self.settings.work_dir or self.settings.jobs_dir
+            spill = self._encoder = SpillEncoder(folder, plan.num_frames, stream)
         work = None
         if file_output:
             work = WorkDir(
@@ -239,7 +254,7 @@ class Pipeline:
             live.upto(info.num_frames - 1)
             t = time.perf_counter()
             self._report("finalize", 0, 1, t)
-            result = sel.encoder.finalize(
+            result = self._encoder.finalize(
                 FinalizeRequest(
                     segments=segments,
                     stream=stream,
@@ -258,6 +273,8 @@ class Pipeline:
             if work is not None:
                 # keep finished segments for a re-run, unless the input itself is unusable
                 work.release(remove=isinstance(exc, NoFaceError))
+            if spill is not None:
+                spill.discard()
             raise
         if work is not None:
             work.release(remove=not self.settings.keep_work)
@@ -337,7 +354,7 @@ class Pipeline:
         self.stats.add("load", time.perf_counter() - t, 1)
         self._calibrate(features)
         face_session = self.sel.face_processor.open(
-            self.settings.face, self._device(self.memory.face_device)
+            self._face_settings, self._device(self.memory.face_device)
         )
         source = SourceFrames(info)
 
@@ -377,7 +394,7 @@ class Pipeline:
                     t0 = time.perf_counter()
                     if item.segment != current:
                         path = work.segment_path(item.segment) if work is not None else None
-                        sink = self.sel.encoder.open_segment(path, stream, self.settings.output)
+                        sink = self._encoder.open_segment(path, stream, self.settings.output)
                         current = item.segment
                     assert sink is not None
                     sink.write(item.frames)

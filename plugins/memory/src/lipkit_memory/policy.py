@@ -6,8 +6,9 @@ Planning (:meth:`MeasuredMemoryPolicy.plan`), from declarations only:
    the device's total, else the device's free memory times the mode's share
    (:data:`SHARE`: conservative 0.70, balanced 0.85, aggressive 0.95). On the CPU the budget is
    for the whole process: what the process already holds and :data:`CPU_RUNTIME` for the
-   framework are counted against it. Unified-memory devices (APUs, Apple silicon) have one pool:
-   the host's frames come out of the same budget, and face detection runs on the CPU.
+   framework are counted against it. Unified-memory devices (APUs, Apple silicon) have one pool,
+   their reported free memory: the generator gets :data:`UNIFIED_DEVICE_SHARE` of the usable
+   share and decoded frames the rest, and face detection runs on the CPU.
 2. **Precision.** The user's, else bf16 or fp16 on GPUs that support them and the backend allows
    (bf16 preferred: no overflow), else fp32. Half precision halves the declared costs.
 3. **Offload.** If the weights take more than :data:`MODEL_SHARE` of the budget: a backend that
@@ -23,7 +24,9 @@ Planning (:meth:`MeasuredMemoryPolicy.plan`), from declarations only:
    the host budget; on GPUs a chunk holds at least one generation batch, so batches are not cut
    short by the chunking.
 6. **Spill.** When the result is kept as frames in memory and would not fit in half the host
-   budget, ``spill_to_disk`` is set.
+   budget, ``spill_to_disk`` is set and the pipeline writes it to a memory-mapped file.
+7. **Stage precision.** Detection in fp16 where it runs on a CUDA device with fp16, else fp32;
+   the backend's own stages at the generator's precision.
 
 Calibration (:meth:`MeasuredMemoryPolicy.calibrate`): after the generator is loaded, a probe
 batch of 1 and one of :data:`PROBE_BATCH` run on the real device; the larger one's peak divided
@@ -47,7 +50,7 @@ import structlog
 from lipkit.errors import ResourceError
 from lipkit.interfaces import MemoryPolicy, MemoryProbe, OomEvent
 from lipkit.plans import MemoryPlan, MemoryRequest, choose_precision
-from lipkit.specs import GIB, MIB, DeviceInfo, GeneratorSpec, MemoryPolicySpec
+from lipkit.specs import GIB, MIB, DeviceInfo, GeneratorSpec, MemoryPolicySpec, Precision
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +73,9 @@ CPU_RUNTIME = 512 * MIB
 """On the CPU: what loading a PyTorch backend adds to the process besides the weights."""
 
 PROBE_BATCH = 4
+
+UNIFIED_DEVICE_SHARE = 0.75
+"""On unified memory, the generator's share of the usable pool; decoded frames get the rest."""
 
 NON_BLOCK_SHARE = 0.05
 """Of a block model's weights, what is not in its blocks (embeddings, heads, norms): kept on the
@@ -145,6 +151,16 @@ class MeasuredMemoryPolicy(MemoryPolicy):
             sizes[stage] = int(max(1, min(MAX_STAGE_BATCH, available // stage_cost)))
             reasons.append(f"{stage} batch {sizes[stage]}: {_fmt(stage_cost)} per item")
         face_device = "cpu" if device.unified_memory or device.kind == "cpu" else device.id
+        detect_half = face_device != "cpu" and device.kind == "cuda" and device.supports_fp16
+        stage_precision: dict[str, Precision] = {
+            "detect": "fp16" if detect_half else "fp32",
+            **{stage: precision for stage in gen.stage_memory},
+        }
+        reasons.append(
+            "stage precision: "
+            + ", ".join(f"{k} {v}" for k, v in stage_precision.items())
+            + " (detection in fp16 only on CUDA devices, where detectors support it)"
+        )
         detect_room = host_budget if face_device == "cpu" else available - batch * per_item
         sizes["detect"] = int(max(1, min(MAX_DETECT_BATCH, detect_room // DETECT_PER_ITEM)))
         reasons.append(
@@ -171,6 +187,7 @@ class MeasuredMemoryPolicy(MemoryPolicy):
             batch_sizes=sizes,
             chunk_frames=chunk,
             precision=precision,
+            stage_precision=stage_precision,
             offload=offload,
             blocks_on_device=blocks,
             spill_to_disk=spill,
@@ -200,14 +217,16 @@ class MeasuredMemoryPolicy(MemoryPolicy):
         budget = min(budget, device.total_memory) if device.total_memory else budget
         if device.kind == "cpu":
             return budget, budget
-        host_free = int(psutil.virtual_memory().available * share)
-        if device.unified_memory:
-            host = max(0, host_free - budget)
+        if device.unified_memory:  # the device's free memory is the system's: one pool
+            usable = int(device.free_memory * share)
+            if not (request.budget_bytes or request.vram_fraction):
+                budget = int(usable * UNIFIED_DEVICE_SHARE)  # the rest holds decoded frames
+            host = max(0, usable - budget)
             reasons.append(
                 f"unified memory: one pool; {_fmt(host)} left for frames beside the budget"
             )
             return budget, host
-        return budget, host_free
+        return budget, int(psutil.virtual_memory().available * share)
 
     @staticmethod
     def _offload(

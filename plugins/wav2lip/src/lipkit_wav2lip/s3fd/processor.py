@@ -202,7 +202,8 @@ class S3FDFaceProcessor(FaceProcessor):
         """Load ``settings.detector_checkpoint`` onto the detector's device (see the module doc)."""
         net = load_net(settings.detector_checkpoint)
         target = detector_device(settings, device)
-        dtype = torch.float16 if self.fp16 and target.type == "cuda" else torch.float32
+        half = self.fp16 or getattr(settings, "detector_precision", "auto") == "fp16"
+        dtype = torch.float16 if half and target.type == "cuda" else torch.float32
         net.to(device=target, dtype=dtype)
         log.debug(
             "opened s3fd face processor",
