@@ -356,8 +356,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     registry = load_registry()
-    # generators and face processors both declare weights, each in its own model folder
-    owners = {**registry.face_processors, **registry.generators}
+    # generators, face processors and audio encoders declare weights, each in its own folder
+    owners = {**registry.audio_encoders, **registry.face_processors, **registry.generators}
     if args.action == "pull":
         if not args.name:
             raise ConfigError("which model?", hint="`lipkit models` lists the names")

@@ -258,6 +258,31 @@ class Resolver:
         self._use_face_weights(best)
         return best, reason or f"highest-ranked processor giving {spec.alignment} alignment"
 
+    def _audio_weights(self, encoder: AudioEncoder, params: BaseModel) -> BaseModel:
+        """Fill the audio encoder's weight parameters left unset with their model-home paths.
+
+        An audio encoder declares its checkpoints as ``WeightFile``s whose ``param`` names a
+        path parameter of its params model; unset, it becomes the file in
+        ``<models>/<encoder name>/``. A required file found in neither place is a ModelError.
+        """
+        folder = self.settings.models_dir / encoder.spec.name
+        updates: dict[str, Any] = {}
+        for weight in encoder.spec.weights:
+            if not weight.param or weight.param not in type(params).model_fields:
+                continue
+            path = weight_path(weight, params, folder)
+            if path.is_file():
+                if getattr(params, weight.param) is None:
+                    updates[weight.param] = path
+            elif weight.required:
+                raise ModelError(
+                    f"audio encoder {encoder.spec.name!r} needs {weight.filename}, "
+                    f"not found at {path}",
+                    hint=f"{how_to_get(weight)}, then put it in {folder} or pass "
+                    f"--param {weight.param}=PATH",
+                )
+        return params.model_copy(update=updates) if updates else params
+
     def _face_weights_missing(self, proc: FaceProcessor) -> list[str]:
         face = self.settings.face
         return missing_weights(proc.spec, face, self.settings.models_dir / proc.spec.name)
@@ -326,6 +351,7 @@ class Resolver:
         spec = gen.spec
         encoder = require(self.registry.audio_encoders, "audio encoder", spec.audio_encoder)
         gen_params, audio_params = split_params(gen, encoder, self._params_for(spec.name, params))
+        audio_params = self._audio_weights(encoder, audio_params)
         device = self._pick_device(gen, devices, explain=True)
         assert device is not None
         face_proc, face_reason = self.choose_face(gen)
