@@ -182,6 +182,17 @@ def test_static_makes_the_resolver_treat_a_video_as_a_still(
     assert selection.plan.fps == 25  # a still's rate: the `fps` setting
 
 
+def test_static_keeps_the_videos_frame_rate_unless_fps_is_given(
+    tmp_path: Path, sample_speech: Path
+) -> None:
+    video = make_video(tmp_path / "thirty.mp4", size=(64, 48), frames=12, fps=30)
+    static = {"static": True}
+    plan = prepare(video, sample_speech, None, backend="preview", input_settings=static)[0].plan
+    assert plan.inputs.face_is_still and plan.fps == 30  # the reference keeps the video's fps
+    given = prepare(video, sample_speech, None, backend="preview", input_settings=static, fps=12)
+    assert given[0].plan.fps == 12
+
+
 def test_identity_settings_leave_the_info_alone(clips: dict[str, Path]) -> None:
     info = probe_media(clips["video"])
     assert transform_info(info, InputSettings()) is info

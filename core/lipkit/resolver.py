@@ -358,6 +358,9 @@ class Resolver:
         out_enc, out_reason = self.choose_encoder(output)
 
         fps = settings.fps if info.is_still else info.fps
+        static_from = info.transform.source_fps if info.transform is not None else 0.0
+        if info.is_still and static_from > 0 and "fps" not in settings.model_fields_set:
+            fps = static_from  # --static on a video keeps the video's rate, as the reference
         policy: LengthPolicy = settings.length_policy or spec.default_length_policy
         num_frames = output_frames(policy, audio_info.seconds, fps, info.num_frames, info.is_still)
         if num_frames < 1:

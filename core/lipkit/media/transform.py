@@ -39,6 +39,9 @@ class FrameTransform(BaseModel):
         default=None, description="y1, y2, x1, x2 in the resized and rotated frame"
     )
     static: bool = False
+    source_fps: float = Field(
+        default=0.0, ge=0.0, description="frame rate of the video ``static`` took its frame from"
+    )
 
     @property
     def resized_size(self) -> tuple[int, int]:
@@ -191,5 +194,6 @@ def transform_info(info: MediaInfo, settings: Any) -> MediaInfo:
     width, height = transform.size
     update: dict[str, Any] = {"width": width, "height": height, "transform": transform}
     if transform.static:
-        update.update(is_still=True, num_frames=1, fps=0.0, duration=0.0)
+        transform = transform.model_copy(update={"source_fps": info.fps})
+        update.update(is_still=True, num_frames=1, fps=0.0, duration=0.0, transform=transform)
     return info.model_copy(update=update)
