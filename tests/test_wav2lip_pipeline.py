@@ -184,3 +184,20 @@ def test_mel_step_multiplier_keeps_the_output_on_the_audio(
     fast = _frames(sample_portrait, speech, registry, checkpoint, mel_step_multiplier=1.5)
     assert len(fast) == len(plain) == 30  # the video follows the audio whatever the multiplier
     assert not np.array_equal(fast, plain)
+
+
+def test_a_job_runs_with_the_s3fd_detector(
+    tmp_path: Path, sample_portrait: Path, sample_speech: Path, checkpoint: Path, registry: Any
+) -> None:
+    import torch
+    from lipkit_wav2lip.s3fd import S3FD
+
+    torch.manual_seed(5)
+    torch.save(S3FD().state_dict(), tmp_path / "s3fd.pth")  # random weights still find "faces"
+    speech = _speech(tmp_path, sample_speech, 0.4)
+    result = lipkit.sync(
+        sample_portrait, speech, None, backend="wav2lip", registry=registry,
+        checkpoint=checkpoint, face_settings={"detector_checkpoint": tmp_path / "s3fd.pth"},
+    )  # fmt: skip
+    assert result.plan.choice("face").implementation == "s3fd"
+    assert result.frames is not None and len(result.frames) == 10
