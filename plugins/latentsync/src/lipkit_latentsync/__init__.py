@@ -1,4 +1,5 @@
-"""LatentSync backend for lipkit. So far: the ``whisper-tiny`` audio encoder it conditions on."""
+"""LatentSync backend for lipkit. So far: the ``whisper-tiny`` audio encoder and the 3D UNet
+(:mod:`lipkit_latentsync.unet`); the generator that joins them with the VAE comes next."""
 
 from lipkit_latentsync.whisper.encoder import WhisperAudioEncoder, WhisperParams
 
