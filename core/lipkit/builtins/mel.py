@@ -8,6 +8,7 @@ import numpy as np
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
+from lipkit.audio.checks import as_mono, frame_indices
 from lipkit.audio.mel import (
     FEATURE_RATE,
     N_MELS,
@@ -72,14 +73,7 @@ class MelFeatures(AudioFeatures):
 
     def window(self, frames: np.ndarray) -> np.ndarray:
         """Windows for output frames ``frames``: ``float32 [len(frames), 80, 16]``."""
-        index = np.asarray(frames)
-        if index.ndim != 1 or (index.size and not np.issubdtype(index.dtype, np.integer)):
-            raise ValueError(f"frames must be a 1-D integer array, got {index.dtype} {index.shape}")
-        index = index.astype(np.int64, copy=False)
-        if index.size and (index.min() < 0 or index.max() >= self.num_frames):
-            raise IndexError(
-                f"frame index out of range [0, {self.num_frames}): {index.min()}..{index.max()}"
-            )
+        index = frame_indices(frames, self.num_frames)
         return mel_windows(
             self.mel,
             index,
@@ -87,29 +81,6 @@ class MelFeatures(AudioFeatures):
             mel_step_multiplier=self.mel_step_multiplier,
             sync_offset=self.sync_offset,
         )
-
-
-def _as_mono(audio: np.ndarray) -> np.ndarray:
-    """Validate the speech track: 1-D (or one channel), non-empty, finite."""
-    samples = np.asarray(audio)
-    if samples.ndim == 2 and 1 in samples.shape:
-        samples = samples.reshape(-1)
-    if samples.ndim != 1:
-        raise InputError(
-            f"the audio must be mono samples, got an array shaped {samples.shape}",
-            hint="mix the speech down to one channel at 16 kHz before encoding",
-        )
-    if samples.size == 0:
-        raise InputError(
-            "the audio track is empty (0 samples)",
-            hint="check that the audio file (or the video's own track) contains speech",
-        )
-    if not np.all(np.isfinite(samples)):
-        raise InputError(
-            "the audio contains NaN or infinite samples",
-            hint="re-export the audio as ordinary PCM (for example a 16-bit WAV)",
-        )
-    return samples
 
 
 class MelAudioEncoder(AudioEncoder):
@@ -146,7 +117,7 @@ class MelAudioEncoder(AudioEncoder):
             )
         if num_frames < 0:
             raise ValueError(f"num_frames must be >= 0, got {num_frames}")
-        samples = _as_mono(audio)
+        samples = as_mono(audio)
         mel = log_mel_spectrogram(samples, pad_mode=settings.pad_mode)
         log.debug(
             "mel spectrogram",

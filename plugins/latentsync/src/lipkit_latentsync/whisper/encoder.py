@@ -12,6 +12,7 @@ import structlog
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from lipkit.audio.checks import as_mono
 from lipkit.errors import InputError, ModelError
 from lipkit.interfaces import AudioEncoder, AudioFeatures
 from lipkit.specs import AudioEncoderSpec, DeviceInfo, WeightFile
@@ -77,29 +78,6 @@ class WhisperParams(BaseModel):
         description="run the encoder in float16 on CUDA/ROCm GPUs (as the reference does); "
         "float32 elsewhere",
     )
-
-
-def _as_mono(audio: np.ndarray) -> np.ndarray:
-    """Validate the speech track: 1-D (or one channel), non-empty, finite."""
-    samples = np.asarray(audio)
-    if samples.ndim == 2 and 1 in samples.shape:
-        samples = samples.reshape(-1)
-    if samples.ndim != 1:
-        raise InputError(
-            f"the audio must be mono samples, got an array shaped {samples.shape}",
-            hint="mix the speech down to one channel at 16 kHz before encoding",
-        )
-    if samples.size == 0:
-        raise InputError(
-            "the audio track is empty (0 samples)",
-            hint="check that the audio file (or the video's own track) contains speech",
-        )
-    if not np.all(np.isfinite(samples)):
-        raise InputError(
-            "the audio contains NaN or infinite samples",
-            hint="re-export the audio as ordinary PCM (for example a 16-bit WAV)",
-        )
-    return samples.astype(np.float32, copy=False)
 
 
 _Key = tuple[str, int, int, EncoderDims, EncoderDims | None, str, str]
@@ -214,7 +192,7 @@ class WhisperAudioEncoder(AudioEncoder):
             )
         if num_frames < 0:
             raise ValueError(f"num_frames must be >= 0, got {num_frames}")
-        samples = _as_mono(audio)
+        samples = as_mono(audio)
         model, dtype = self.load(settings, device)
         overlap = round(settings.audio_window_overlap_seconds * FEATURE_RATE)
         features = WhisperFeatures(

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lipkit.audio.checks import frame_indices
 from lipkit.interfaces import AudioFeatures
 from lipkit_latentsync.whisper import mel as whisper_mel
 from lipkit_latentsync.whisper.model import WhisperEncoder
@@ -208,13 +209,6 @@ class WhisperFeatures(AudioFeatures):
 
     def window(self, frames: np.ndarray) -> np.ndarray:
         """Conditioning of output frames ``frames``: ``float32 [len(frames), 50, 384]`` (tiny)."""
-        index = np.asarray(frames)
-        if index.ndim != 1 or (index.size and not np.issubdtype(index.dtype, np.integer)):
-            raise ValueError(f"frames must be a 1-D integer array, got {index.dtype} {index.shape}")
-        index = index.astype(np.int64, copy=False)
-        if index.size and (index.min() < 0 or index.max() >= self.num_frames):
-            raise IndexError(
-                f"frame index out of range [0, {self.num_frames}): {index.min()}..{index.max()}"
-            )
+        index = frame_indices(frames, self.num_frames)
         values = self.rows(frame_rows(index, self.fps, self.num_features))
         return values.reshape(len(index), *self.frame_shape)
