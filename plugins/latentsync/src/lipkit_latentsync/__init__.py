@@ -1,5 +1,5 @@
-"""LatentSync backend for lipkit. So far: the ``whisper-tiny`` audio encoder and the 3D UNet
-(:mod:`lipkit_latentsync.unet`); the generator that joins them with the VAE comes next."""
+"""LatentSync backend for lipkit. So far: the ``whisper-tiny`` audio encoder, the 3D UNet
+(:mod:`lipkit_latentsync.unet`), the VAE and DDIM loaders; the generator joining them comes next."""
 
 from lipkit_latentsync.whisper.encoder import WhisperAudioEncoder, WhisperParams
 
