@@ -69,8 +69,8 @@ def test_batches_grow_with_memory_and_offload_shrinks(kind: str) -> None:
     assert resident == sorted(resident)
     assert plans[0].offload in ("block", "model") and plans[-1].offload == "none"
     assert all(p.precision in ("bf16", "fp16") for p in plans)
-    for plan in plans:
-        assert plan.budget_bytes <= plan.batch_sizes["generate"] * 0 + int(80 * GIB)
+    for gib, plan in zip(sizes, plans, strict=True):
+        assert plan.budget_bytes <= gib * GIB  # never more than the device has
         assert any("offload" in r for r in plan.reasons) == (plan.offload != "none")
     small = POLICY.plan(request(WAV2LIP_LIKE, simulated_device(8, kind)))
     assert small.batch_sizes["generate"] == 128 and small.offload == "none"

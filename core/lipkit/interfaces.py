@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -34,6 +34,17 @@ class NoParams(BaseModel):
     """Parameter model for implementations that take none."""
 
     model_config = {"extra": "forbid"}
+
+
+ParamsT = TypeVar("ParamsT", bound=BaseModel)
+
+
+def as_params(params: BaseModel, model: type[ParamsT]) -> ParamsT:
+    """``params`` as an instance of ``model``: the resolver passes one already; a caller may pass
+    another model with the same fields (validated again)."""
+    if isinstance(params, model):
+        return params
+    return model.model_validate(params.model_dump())
 
 
 # --------------------------------------------------------------------------- memory policy
@@ -141,6 +152,17 @@ class Detection:
     box: np.ndarray  # float32 [4]: x1, y1, x2, y2
     score: float = 1.0
     landmarks: np.ndarray | None = None  # float32 [K, 2], if the processor provides them
+
+
+def as_frame_batch(frames: np.ndarray) -> np.ndarray:
+    """Frames for :meth:`FaceSession.detect` as ``uint8 [B, H, W, 3]`` (one frame gains a batch
+    axis); ValueError for anything else."""
+    batch = np.asarray(frames)
+    if batch.ndim == 3:
+        batch = batch[None]
+    if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
+        raise ValueError(f"expected uint8 [B, H, W, 3] RGB frames, got {batch.dtype} {batch.shape}")
+    return batch
 
 
 class FaceSession(ABC):

@@ -239,12 +239,13 @@ class Resolver:
             if (p.spec.landmarks or not spec.needs_landmarks)
             and (p.spec.alignment == spec.alignment or spec.alignment == "box")
         ]
-        fitting = [p for p in shaped if not self._face_weights_missing(p)]
+        missing = {p.spec.name: self._face_weights_missing(p) for p in shaped}
+        fitting = [p for p in shaped if not missing[p.spec.name]]
         for p in shaped:
-            if p not in fitting:
+            if missing[p.spec.name]:
                 self.notices.append(
                     f"face processor {p.spec.name!r} skipped: its weights "
-                    f"({', '.join(self._face_weights_missing(p))}) are not in "
+                    f"({', '.join(missing[p.spec.name])}) are not in "
                     f"{self.settings.models_dir / p.spec.name}"
                 )
         if not fitting:
@@ -258,29 +259,33 @@ class Resolver:
         self._use_face_weights(best)
         return best, reason or f"highest-ranked processor giving {spec.alignment} alignment"
 
-    def _audio_weights(self, encoder: AudioEncoder, params: BaseModel) -> BaseModel:
-        """Fill the audio encoder's weight parameters left unset with their model-home paths.
+    def _weight_paths(self, kind: str, spec: Any, values: BaseModel, flag: str) -> dict[str, Path]:
+        """Paths for the weight parameters of ``values`` left unset: ``<models>/<spec.name>/``.
 
-        An audio encoder declares its checkpoints as ``WeightFile``s whose ``param`` names a
-        path parameter of its params model; unset, it becomes the file in
-        ``<models>/<encoder name>/``. A required file found in neither place is a ModelError.
+        An implementation declares its checkpoints as ``WeightFile``s whose ``param`` names a
+        path field of ``values`` (its params, or the face settings). A required file found
+        neither where the field points nor in the model home is a ModelError naming ``flag``.
         """
-        folder = self.settings.models_dir / encoder.spec.name
-        updates: dict[str, Any] = {}
-        for weight in encoder.spec.weights:
-            if not weight.param or weight.param not in type(params).model_fields:
+        folder = self.settings.models_dir / spec.name
+        updates: dict[str, Path] = {}
+        for weight in spec.weights:
+            if not weight.param or weight.param not in type(values).model_fields:
                 continue
-            path = weight_path(weight, params, folder)
+            path = weight_path(weight, values, folder)
             if path.is_file():
-                if getattr(params, weight.param) is None:
+                if getattr(values, weight.param) is None:
                     updates[weight.param] = path
             elif weight.required:
                 raise ModelError(
-                    f"audio encoder {encoder.spec.name!r} needs {weight.filename}, "
-                    f"not found at {path}",
-                    hint=f"{how_to_get(weight)}, then put it in {folder} or pass "
-                    f"--param {weight.param}=PATH",
+                    f"{kind} {spec.name!r} needs {weight.filename}, not found at {path}",
+                    hint=f"{how_to_get(weight)}, then put it in {folder} or give "
+                    + flag.format(param=weight.param),
                 )
+        return updates
+
+    def _audio_weights(self, encoder: AudioEncoder, params: BaseModel) -> BaseModel:
+        """The audio encoder's params with its checkpoint paths filled from the model home."""
+        updates = self._weight_paths("audio encoder", encoder.spec, params, "--param {param}=PATH")
         return params.model_copy(update=updates) if updates else params
 
     def _face_weights_missing(self, proc: FaceProcessor) -> list[str]:
@@ -289,18 +294,13 @@ class Resolver:
 
     def _use_face_weights(self, proc: FaceProcessor) -> None:
         """Point ``face.detector_checkpoint`` at the chosen processor's weights, if it has any."""
-        required = [w for w in proc.spec.weights if w.required]
-        if not required or self.settings.face.box is not None:
-            return
-        weight = required[0]
-        path = weight_path(weight, self.settings.face, self.settings.models_dir / proc.spec.name)
-        if not path.is_file():
-            raise ModelError(
-                f"face processor {proc.spec.name!r} needs {weight.filename}, not found at {path}",
-                hint=f"{how_to_get(weight)}, then put it in "
-                f"{self.settings.models_dir / proc.spec.name} or give --detector-checkpoint PATH",
-            )
-        self.settings.face.detector_checkpoint = path
+        if self.settings.face.box is not None:
+            return  # no detection runs
+        face = self.settings.face
+        for name, path in self._weight_paths(
+            "face processor", proc.spec, face, "--detector-checkpoint PATH"
+        ).items():
+            setattr(face, name, path)
 
     def choose_encoder(self, output: Path | None) -> tuple[OutputEncoder, str]:
         encoders = self.registry.encoders

@@ -30,6 +30,17 @@ def as_mono(audio: np.ndarray) -> np.ndarray:
     return samples.astype(np.float32, copy=False)
 
 
+def check_timing(fps: float, num_frames: int) -> None:
+    """InputError for a non-positive frame rate; ValueError for a negative frame count."""
+    if not fps > 0:
+        raise InputError(
+            f"the frame rate must be positive, got {fps}",
+            hint="pass the face video's frame rate (for a still image use --fps)",
+        )
+    if num_frames < 0:
+        raise ValueError(f"num_frames must be >= 0, got {num_frames}")
+
+
 def frame_indices(frames: np.ndarray, num_frames: int) -> np.ndarray:
     """``frames`` as int64 after checking it is 1-D, integer and within ``[0, num_frames)``.
 

@@ -36,7 +36,7 @@ import structlog
 
 from lipkit.errors import PluginError
 from lipkit.hookspecs import hookimpl
-from lipkit.interfaces import Detection, FaceProcessor, FaceSession
+from lipkit.interfaces import Detection, FaceProcessor, FaceSession, as_frame_batch
 from lipkit.specs import DeviceInfo, FaceProcessorSpec
 
 if TYPE_CHECKING:
@@ -106,13 +106,7 @@ class HaarFaceSession(FaceSession):
 
     def detect(self, frames: np.ndarray) -> list[Detection | None]:
         """The main face of each ``uint8 [B, H, W, 3]`` RGB frame, or None (see module doc)."""
-        frames = np.asarray(frames)
-        if frames.ndim == 3:
-            frames = frames[None]
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(
-                f"expected uint8 [B, H, W, 3] RGB frames, got {frames.dtype} {frames.shape}"
-            )
+        frames = as_frame_batch(frames)
         return [self._detect_one(frame) for frame in frames]
 
     def _detect_one(self, frame: np.ndarray) -> Detection | None:

@@ -8,7 +8,7 @@ import numpy as np
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from lipkit.audio.checks import as_mono, frame_indices
+from lipkit.audio.checks import as_mono, check_timing, frame_indices
 from lipkit.audio.mel import (
     FEATURE_RATE,
     N_MELS,
@@ -18,9 +18,8 @@ from lipkit.audio.mel import (
     mel_windows,
     pad_to_window,
 )
-from lipkit.errors import InputError
 from lipkit.hookspecs import hookimpl
-from lipkit.interfaces import AudioEncoder, AudioFeatures
+from lipkit.interfaces import AudioEncoder, AudioFeatures, as_params
 from lipkit.specs import AudioEncoderSpec, DeviceInfo
 
 log = structlog.get_logger(__name__)
@@ -105,18 +104,8 @@ class MelAudioEncoder(AudioEncoder):
         device: DeviceInfo,
     ) -> AudioFeatures:
         """Compute the spectrogram of ``audio`` once and return its per-frame windows."""
-        settings = (
-            params
-            if isinstance(params, MelParams)
-            else MelParams.model_validate(params.model_dump())
-        )
-        if not fps > 0:
-            raise InputError(
-                f"the frame rate must be positive, got {fps}",
-                hint="pass the face video's frame rate (for a still image use --fps)",
-            )
-        if num_frames < 0:
-            raise ValueError(f"num_frames must be >= 0, got {num_frames}")
+        settings = as_params(params, MelParams)
+        check_timing(fps, num_frames)
         samples = as_mono(audio)
         mel = log_mel_spectrogram(samples, pad_mode=settings.pad_mode)
         log.debug(

@@ -25,7 +25,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lipkit.audio.mel import MAX_ABS_VALUE
 from lipkit.hookspecs import hookimpl
-from lipkit.interfaces import GenerationBatch, Generator, GeneratorContext, GeneratorSession
+from lipkit.interfaces import (
+    GenerationBatch,
+    Generator,
+    GeneratorContext,
+    GeneratorSession,
+    as_params,
+)
 from lipkit.specs import MIB, GeneratorSpec
 
 log = structlog.get_logger(__name__)
@@ -203,11 +209,7 @@ class PreviewGenerator(Generator):
 
     def load(self, ctx: GeneratorContext) -> GeneratorSession:
         """Return a session; there are no weights to load."""
-        params = (
-            ctx.params
-            if isinstance(ctx.params, PreviewParams)
-            else PreviewParams.model_validate(ctx.params.model_dump())
-        )
+        params = as_params(ctx.params, PreviewParams)
         log.debug("preview generator ready", strength=params.strength, threshold=params.threshold)
         return PreviewSession(params)
 

@@ -24,7 +24,13 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from lipkit.errors import ConfigError, ModelError, ResourceError
-from lipkit.interfaces import GenerationBatch, Generator, GeneratorContext, GeneratorSession
+from lipkit.interfaces import (
+    GenerationBatch,
+    Generator,
+    GeneratorContext,
+    GeneratorSession,
+    as_params,
+)
 from lipkit.specs import MIB, GeneratorSpec, WeightFile
 from lipkit.weights import how_to_get
 from lipkit_wav2lip.checkpoint import load_wav2lip
@@ -217,7 +223,7 @@ class Wav2LipGenerator(Generator):
 
     def missing_weights(self, params: BaseModel, model_home: Path) -> list[str]:
         """The checkpoint, if neither given nor in the model folder (either default file)."""
-        p = _params(params)
+        p = as_params(params, Wav2LipParams)
         path = find_checkpoint(p, model_home)
         if path is None or not path.is_file():
             return [GAN_WEIGHTS.name if p.checkpoint is None else str(p.checkpoint)]
@@ -225,10 +231,10 @@ class Wav2LipGenerator(Generator):
 
     def batch_size(self, params: BaseModel) -> int | None:
         """The user's ``inference_batch``, if given."""
-        return _params(params).inference_batch
+        return as_params(params, Wav2LipParams).inference_batch
 
     def load(self, ctx: GeneratorContext) -> GeneratorSession:
-        params = _params(ctx.params)
+        params = as_params(ctx.params, Wav2LipParams)
         path = find_checkpoint(params, ctx.model_home)
         if path is None:
             raise ModelError(
@@ -252,9 +258,3 @@ class Wav2LipGenerator(Generator):
             batch=ctx.batch_size,
         )
         return Wav2LipSession(model, device, ctx.precision, params)
-
-
-def _params(params: BaseModel) -> Wav2LipParams:
-    if isinstance(params, Wav2LipParams):
-        return params
-    return Wav2LipParams.model_validate(params.model_dump())

@@ -12,9 +12,9 @@ import structlog
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from lipkit.audio.checks import as_mono
-from lipkit.errors import InputError, ModelError
-from lipkit.interfaces import AudioEncoder, AudioFeatures
+from lipkit.audio.checks import as_mono, check_timing
+from lipkit.errors import ModelError
+from lipkit.interfaces import AudioEncoder, AudioFeatures, as_params
 from lipkit.specs import AudioEncoderSpec, DeviceInfo, WeightFile
 from lipkit_latentsync.whisper.checkpoint import load_whisper_encoder
 from lipkit_latentsync.whisper.features import (
@@ -118,10 +118,6 @@ def _cached_model(
     return model
 
 
-def _settings(params: BaseModel, model: type[BaseModel]) -> BaseModel:
-    return params if isinstance(params, model) else model.model_validate(params.model_dump())
-
-
 class WhisperAudioEncoder(AudioEncoder):
     """LatentSync's audio front end: Whisper tiny's 5 hidden states, 10 positions per frame.
 
@@ -157,8 +153,7 @@ class WhisperAudioEncoder(AudioEncoder):
 
     def load(self, params: BaseModel, device: DeviceInfo) -> tuple[WhisperEncoder, torch.dtype]:
         """The encoder for ``params`` on ``device`` and the dtype it runs in (cached)."""
-        settings = _settings(params, WhisperParams)
-        assert isinstance(settings, WhisperParams)
+        settings = as_params(params, WhisperParams)
         path = settings.whisper_checkpoint
         if path is None:
             weight = self.spec.weights[0]
@@ -183,15 +178,8 @@ class WhisperAudioEncoder(AudioEncoder):
     ) -> AudioFeatures:
         """Load the encoder, find the track's mel maximum and plan the windows; features are
         computed window by window when :meth:`WhisperFeatures.window` asks for them."""
-        settings = _settings(params, WhisperParams)
-        assert isinstance(settings, WhisperParams)
-        if not fps > 0:
-            raise InputError(
-                f"the frame rate must be positive, got {fps}",
-                hint="pass the face video's frame rate (for a still image use --fps)",
-            )
-        if num_frames < 0:
-            raise ValueError(f"num_frames must be >= 0, got {num_frames}")
+        settings = as_params(params, WhisperParams)
+        check_timing(fps, num_frames)
         samples = as_mono(audio)
         model, dtype = self.load(settings, device)
         overlap = round(settings.audio_window_overlap_seconds * FEATURE_RATE)

@@ -31,7 +31,7 @@ import torch
 
 from lipkit.checkpoints import check_state_dict, expected_shapes, load_state_dict
 from lipkit.errors import ModelError
-from lipkit.interfaces import Detection, FaceProcessor, FaceSession
+from lipkit.interfaces import Detection, FaceProcessor, FaceSession, as_frame_batch
 from lipkit.specs import DeviceInfo, FaceProcessorSpec, WeightFile
 from lipkit_wav2lip.s3fd.detect import detect
 from lipkit_wav2lip.s3fd.net import S3FD
@@ -141,13 +141,7 @@ class S3FDFaceSession(FaceSession):
 
     def detect(self, frames: np.ndarray) -> list[Detection | None]:
         """The highest-scoring face of each ``uint8 [B, H, W, 3]`` RGB frame, or None."""
-        frames = np.asarray(frames)
-        if frames.ndim == 3:
-            frames = frames[None]
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(
-                f"expected uint8 [B, H, W, 3] RGB frames, got {frames.dtype} {frames.shape}"
-            )
+        frames = as_frame_batch(frames)
         step = self.settings.detect_batch or max(1, len(frames))
         found: list[np.ndarray] = []
         for start in range(0, len(frames), step):
@@ -202,7 +196,7 @@ class S3FDFaceProcessor(FaceProcessor):
         """Load ``settings.detector_checkpoint`` onto the detector's device (see the module doc)."""
         net = load_net(settings.detector_checkpoint)
         target = detector_device(settings, device)
-        half = self.fp16 or getattr(settings, "detector_precision", "auto") == "fp16"
+        half = self.fp16 or settings.detector_precision == "fp16"
         dtype = torch.float16 if half and target.type == "cuda" else torch.float32
         net.to(device=target, dtype=dtype)
         log.debug(
