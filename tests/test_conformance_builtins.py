@@ -193,15 +193,33 @@ class _ShortFrames(FramesEncoder):
 def test_kit_fails_a_batch_dependent_generator(tmp_path: Path, cpu_device: DeviceInfo) -> None:
     kit = GeneratorContract()
     with pytest.raises(AssertionError):
-        kit.test_items_are_independent(_LeakyGenerator(), {}, tmp_path, cpu_device, (80, 16))
+        kit.test_items_are_independent(
+            _LeakyGenerator(), {}, tmp_path, cpu_device, (80, 16), _LeakyGenerator().spec
+        )
 
 
 def test_kit_fails_an_unseeded_generator(tmp_path: Path, cpu_device: DeviceInfo) -> None:
     kit = GeneratorContract()
-    kit.test_is_deterministic(_LeakyGenerator(), {}, tmp_path, cpu_device, (80, 16))
-    kit.test_output_shapes(_LeakyGenerator(seeded=False), {}, tmp_path, cpu_device, (80, 16))
+    kit.test_is_deterministic(
+        _LeakyGenerator(), {}, tmp_path, cpu_device, (80, 16), _LeakyGenerator().spec
+    )
+    kit.test_output_shapes(
+        _LeakyGenerator(seeded=False),
+        {},
+        tmp_path,
+        cpu_device,
+        (80, 16),
+        _LeakyGenerator(seeded=False).spec,
+    )
     with pytest.raises(AssertionError, match="different output"):
-        kit.test_is_deterministic(_LeakyGenerator(seeded=False), {}, tmp_path, cpu_device, (80, 16))
+        kit.test_is_deterministic(
+            _LeakyGenerator(seeded=False),
+            {},
+            tmp_path,
+            cpu_device,
+            (80, 16),
+            _LeakyGenerator(seeded=False).spec,
+        )
 
 
 def test_kit_fails_a_window_that_depends_on_its_neighbours(cpu_device: DeviceInfo) -> None:

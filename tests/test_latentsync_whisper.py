@@ -22,6 +22,12 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from latentsync_helpers import (
+    TINY_DIMS,
+    TINY_ENCODER_KEYS,
+    encoder_keys,
+    random_checkpoint,
+)
 from lipkit_conformance import AudioEncoderContract
 from lipkit_latentsync import plugin
 from lipkit_latentsync.whisper import mel as whisper_mel
@@ -41,93 +47,9 @@ MEDIA = Path(__file__).parent / "media"
 
 # --------------------------------------------------------------------------- published layout
 
-_BLOCK = {  # one encoder block of Whisper tiny, as in OpenAI's tiny.pt (prefix encoder.blocks.N.)
-    "attn.query.weight": (384, 384),
-    "attn.query.bias": (384,),
-    "attn.key.weight": (384, 384),  # the key projection has no bias
-    "attn.value.weight": (384, 384),
-    "attn.value.bias": (384,),
-    "attn.out.weight": (384, 384),
-    "attn.out.bias": (384,),
-    "attn_ln.weight": (384,),
-    "attn_ln.bias": (384,),
-    "mlp.0.weight": (1536, 384),
-    "mlp.0.bias": (1536,),
-    "mlp.2.weight": (384, 1536),
-    "mlp.2.bias": (384,),
-    "mlp_ln.weight": (384,),
-    "mlp_ln.bias": (384,),
-}
-TINY_ENCODER_KEYS: dict[str, tuple[int, ...]] = {
-    "conv1.weight": (384, 80, 3),
-    "conv1.bias": (384,),
-    "conv2.weight": (384, 384, 3),
-    "conv2.bias": (384,),
-    "positional_embedding": (1500, 384),
-    **{f"blocks.{i}.{name}": shape for i in range(4) for name, shape in _BLOCK.items()},
-    "ln_post.weight": (384,),
-    "ln_post.bias": (384,),
-}
-TINY_DIMS = {  # tiny.pt's "dims"
-    "n_mels": 80,
-    "n_vocab": 51865,
-    "n_audio_ctx": 1500,
-    "n_audio_state": 384,
-    "n_audio_head": 6,
-    "n_audio_layer": 4,
-    "n_text_ctx": 448,
-    "n_text_state": 384,
-    "n_text_head": 6,
-    "n_text_layer": 4,
-}
 SMALL_DIMS = {**TINY_DIMS, "n_audio_state": 64, "n_audio_head": 4, "n_audio_layer": 2}
 SMALL_DIMS.update(n_vocab=100, n_text_state=64, n_text_head=4, n_text_layer=1)
 SMALL = EncoderDims(80, 1500, 64, 4, 2)
-
-
-def encoder_keys(width: int, layers: int) -> dict[str, tuple[int, ...]]:
-    """The published table with another width and depth (same names, shapes scaled)."""
-
-    def scale(shape: tuple[int, ...]) -> tuple[int, ...]:
-        return tuple({384: width, 1536: 4 * width}.get(n, n) for n in shape)
-
-    return {
-        k: scale(s)
-        for k, s in TINY_ENCODER_KEYS.items()
-        if not k.startswith("blocks.") or int(k.split(".")[1]) < layers
-    }
-
-
-def sinusoid_table(length: int, channels: int) -> np.ndarray:
-    half = channels // 2
-    rates = 10000.0 ** (-np.arange(half) / (half - 1))
-    angle = np.outer(np.arange(length), rates)
-    return np.concatenate([np.sin(angle), np.cos(angle)], axis=1).astype(np.float32)
-
-
-def random_checkpoint(dims: dict[str, int], seed: int, *, decoder: bool = True) -> dict[str, Any]:
-    """A random-weight Whisper in OpenAI's format: fp16 ``model_state_dict`` plus ``dims``."""
-    gen = torch.Generator().manual_seed(seed)
-    width = dims["n_audio_state"]
-    state: dict[str, torch.Tensor] = {}
-    for key, shape in encoder_keys(width, dims["n_audio_layer"]).items():
-        if key == "positional_embedding":
-            value = torch.from_numpy(sinusoid_table(*shape))
-        elif key.endswith("ln.weight") or key == "ln_post.weight":
-            value = 1.0 + 0.1 * torch.randn(shape, generator=gen)
-        elif key.endswith("bias"):
-            value = 0.1 * torch.randn(shape, generator=gen)
-        else:  # fan-in scaled, so activations stay O(1) through the blocks
-            fan_in = int(np.prod(shape[1:]))
-            value = torch.randn(shape, generator=gen) * (1.5 / fan_in**0.5)
-        state[f"encoder.{key}"] = value.half()
-    if decoder:  # the published file carries the text decoder too
-        text = dims["n_text_state"]
-        state["decoder.token_embedding.weight"] = torch.randn(dims["n_vocab"], text).half()
-        state["decoder.positional_embedding"] = torch.randn(dims["n_text_ctx"], text).half()
-        state["decoder.blocks.0.cross_attn.key.weight"] = torch.randn(text, text).half()
-        state["decoder.ln.weight"] = torch.ones(text).half()
-    return {"dims": dict(dims), "model_state_dict": state}
 
 
 def encoder_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -464,7 +464,7 @@ def test_nms_suppresses_by_plus_one_iou() -> None:
     # [0,9] & [4,13] -> 6 x 10 = 60, IoU 60/140 = 0.43
     assert nms(boxes, scores, 0.3).tolist() == [0, 3]
     assert nms(boxes, scores, 0.34).tolist() == [0, 1, 3]
-    assert nms(np.zeros((0, 4)), np.zeros(0)).tolist() == []
+    assert nms(np.zeros((0, 4)), np.zeros(0), 0.3).tolist() == []
 
 
 def test_net_heads_through_detect(net: S3FD) -> None:

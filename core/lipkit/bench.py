@@ -116,7 +116,7 @@ def run_bench(
     out_idx = np.arange(total, dtype=np.int64)
     src_idx = source_indices(out_idx, info.num_frames, plan.length_policy)
     chunk = plan.memory.chunk_frames
-    spec = selection.generator.spec
+    spec = selection.generator_spec
     stages: list[StageBench] = []
 
     def decode() -> None:
@@ -211,7 +211,7 @@ def run_bench(
             params=selection.generator_params,
             model_home=settings.models_dir / spec.name,
             batch_size=batch,
-            seed=settings.seed,
+            seed=plan.seed,
         )
     )
     reps = np.resize(np.arange(len(crop_arr)), total)

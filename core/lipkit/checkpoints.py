@@ -1,7 +1,8 @@
 """Reading checkpoints safely and checking them strictly, for every backend.
 
 - ``.safetensors`` files are read with safetensors; everything else with
-  ``torch.load(weights_only=True)``, which refuses pickles that would run arbitrary code.
+  ``torch.load(weights_only=True)``, which refuses pickles that would run arbitrary code, and
+  memory-mapped when the file is in torch's zip format (all files saved by torch >= 1.6).
 - The published layouts are unwrapped: ``{"state_dict": ...}`` (training checkpoints that also
   hold ``optimizer``, ``global_step`` ...), and ``module.`` prefixes left by ``DataParallel``.
 - :func:`check_state_dict` compares keys and shapes with what the model expects and raises one
@@ -69,7 +70,10 @@ def read_checkpoint(path: Path, *, what: str) -> dict[str, Any]:
         return _read_safetensors(path, what)
     torch = _torch()
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        # zip-format files are memory-mapped: tensors are paged in from the file as they are
+        # used instead of read into fresh memory first (a 5 GB UNet is not held twice)
+        mmap = zipfile.is_zipfile(path)
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "Weights only load failed" in text or "weights_only" in text:

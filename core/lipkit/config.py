@@ -178,7 +178,9 @@ class LipkitSettings(BaseSettings):
     length_policy: LengthPolicy | None = Field(
         default=None, description="when audio and face lengths differ; None = backend's choice"
     )
-    seed: int = 0
+    seed: int | None = Field(
+        default=None, ge=0, description="random seed of the generator; None = the backend's default"
+    )
     audio_from_face: bool = False
     home: Path = Field(default_factory=default_home, description="LIPKIT_HOME: models, cache, jobs")
     work_dir: Path | None = None

@@ -229,6 +229,17 @@ class Generator(ABC):
 
         return missing_weights(self.spec, params, model_home)
 
+    def job_spec(self, params: BaseModel, model_home: Path) -> GeneratorSpec:
+        """The declaration for a job run with ``params`` (validated): ``self.spec`` by default.
+
+        For backends whose crop size or memory costs depend on a parameter (LatentSync's
+        resolution: 256 for 1.5, 512 for 1.6) it returns a copy of ``spec`` with those fields
+        changed; the ``name`` and ``audio_encoder`` must stay. The resolver plans with it and
+        the pipeline crops to its ``crop_size``. May raise ConfigError or ModelError when the
+        parameters contradict each other or the weights (a 1.6 checkpoint asked to run at 256).
+        """
+        return self.spec
+
     def batch_size(self, params: BaseModel) -> int | None:
         """A generation batch the user set through this backend's parameters, or None.
 

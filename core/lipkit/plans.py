@@ -106,6 +106,7 @@ class Plan(BaseModel):
     fps: float
     num_frames: int = Field(description="frames in the output")
     length_policy: LengthPolicy
+    seed: int = Field(default=0, description="the generator's seed: the user's, or the backend's")
     notices: list[str] = Field(default_factory=list)
 
     def choice(self, stage: Stage) -> StageChoice:

@@ -18,7 +18,7 @@ from lipkit.errors import ConfigError, InputError, ModelError, PluginError, Reso
 from lipkit.interfaces import AudioEncoder, FaceProcessor, Generator, OutputEncoder
 from lipkit.plans import InputSummary, MemoryRequest, Plan, StageChoice
 from lipkit.plugins import Registry, require
-from lipkit.specs import DeviceInfo, LengthPolicy, Stage
+from lipkit.specs import DeviceInfo, GeneratorSpec, LengthPolicy, Stage
 from lipkit.weights import how_to_get, missing_weights, weight_path
 
 if TYPE_CHECKING:
@@ -47,6 +47,12 @@ class Selection:
     encoder: OutputEncoder
     face_info: MediaInfo  # the face input, probed once (and transformed: settings.input)
     memory_request: MemoryRequest | None = None  # what the memory plan was made for
+    spec: GeneratorSpec | None = None  # the generator's spec for this job (job_spec); None: its own
+
+    @property
+    def generator_spec(self) -> GeneratorSpec:
+        """What the generator declares for this job's parameters."""
+        return self.spec if self.spec is not None else self.generator.spec
 
 
 def split_params(
@@ -72,6 +78,19 @@ def split_params(
             hint=f"valid parameters: {valid}",
         ) from None
     return gen, enc
+
+
+def job_spec(generator: Generator, params: BaseModel, model_home: Path) -> GeneratorSpec:
+    """``generator.job_spec(params, model_home)``, checked: the name and audio encoder stay."""
+    spec = generator.job_spec(params, model_home)
+    base = generator.spec
+    if (spec.name, spec.audio_encoder) != (base.name, base.audio_encoder):
+        raise PluginError(
+            f"backend {base.name!r}: job_spec changed its name or audio encoder "
+            f"({spec.name!r}, {spec.audio_encoder!r})",
+            hint="report this to the backend's authors",
+        )
+    return spec
 
 
 def output_frames(
@@ -120,10 +139,15 @@ class Resolver:
             )
         except ConfigError as exc:
             return exc.message
-        missing = gen.missing_weights(gen_params, self.settings.models_dir / spec.name)
+        home = self.settings.models_dir / spec.name
+        missing = gen.missing_weights(gen_params, home)
         if missing:
             return f"weights not found: {', '.join(missing)}"
-        if self._pick_device(gen, devices, explain=False) is None:
+        try:
+            spec = job_spec(gen, gen_params, home)
+        except (ConfigError, ModelError) as exc:
+            return exc.message
+        if self._pick_device(spec, devices, explain=False) is None:
             return "no device with enough memory (" + ", ".join(spec.devices) + ")"
         return None
 
@@ -166,19 +190,23 @@ class Resolver:
         gen_params, _ = split_params(gen, encoder, params)
         backend_dir = self.settings.models_dir / spec.name
         for name in gen.missing_weights(gen_params, backend_dir):
-            weight = next(w for w in spec.weights if w.name == name)
+            weight = next((w for w in spec.weights if w.name == name), None)
+            if weight is None:  # a path the user gave, not a declared file
+                raise ModelError(
+                    f"backend {spec.name!r}: weights not found at {name}",
+                    hint="check the path in its parameters; `lipkit models` lists what it uses",
+                )
             raise ModelError(
                 f"backend {spec.name!r} needs {weight.filename!r} ({weight.description or name}), "
                 f"not found in {backend_dir}",
                 hint=how_to_get(weight)
                 + (f", or pass --param {weight.param}=PATH" if weight.param else ""),
             )
-        self._pick_device(gen, devices, explain=True)
+        self._pick_device(job_spec(gen, gen_params, backend_dir), devices, explain=True)
 
     def _pick_device(
-        self, gen: Generator, devices: list[DeviceInfo], *, explain: bool
+        self, spec: GeneratorSpec, devices: list[DeviceInfo], *, explain: bool
     ) -> DeviceInfo | None:
-        spec = gen.spec
         wanted = self.settings.device
         if wanted == "auto":
             pool = [d for d in devices if d.kind in spec.devices]
@@ -231,13 +259,19 @@ class Resolver:
                     f"{wanted!r} gives boxes only",
                     hint="choose a face processor with landmarks, or --face-detector auto",
                 )
+            if proc.spec.alignment != spec.alignment:
+                raise ConfigError(
+                    f"face processor {wanted!r} frames faces for {proc.spec.alignment!r} "
+                    f"alignment; backend {spec.name!r} needs {spec.alignment!r}",
+                    hint="--face-detector auto picks one that fits; `lipkit plugins` lists them",
+                )
             self._use_face_weights(proc)
             return proc, reason or "chosen by the user"
         shaped = [
             p
             for p in procs.values()
             if (p.spec.landmarks or not spec.needs_landmarks)
-            and (p.spec.alignment == spec.alignment or spec.alignment == "box")
+            and p.spec.alignment == spec.alignment  # a processor frames faces one way
         ]
         missing = {p.spec.name: self._face_weights_missing(p) for p in shaped}
         fitting = [p for p in shaped if not missing[p.spec.name]]
@@ -348,11 +382,13 @@ class Resolver:
 
         devices = self.registry.devices()
         gen, gen_reason = self.choose_generator(params, info.is_still, devices)
-        spec = gen.spec
-        encoder = require(self.registry.audio_encoders, "audio encoder", spec.audio_encoder)
-        gen_params, audio_params = split_params(gen, encoder, self._params_for(spec.name, params))
+        encoder = require(self.registry.audio_encoders, "audio encoder", gen.spec.audio_encoder)
+        gen_params, audio_params = split_params(
+            gen, encoder, self._params_for(gen.spec.name, params)
+        )
+        spec = job_spec(gen, gen_params, self.settings.models_dir / gen.spec.name)
         audio_params = self._audio_weights(encoder, audio_params)
-        device = self._pick_device(gen, devices, explain=True)
+        device = self._pick_device(spec, devices, explain=True)
         assert device is not None
         face_proc, face_reason = self.choose_face(gen)
         out_enc, out_reason = self.choose_encoder(output)
@@ -412,7 +448,14 @@ class Resolver:
                 "audio", "audio", encoder.spec.name, f"the audio encoder {spec.name} consumes"
             ),
             self._row("face", "face", face_proc.spec.name, face_reason),
-            self._row("generator", "generator", spec.name, gen_reason),
+            self._row(
+                "generator",
+                "generator",
+                spec.name,
+                gen_reason
+                if spec.description == gen.spec.description
+                else f"{gen_reason}; {spec.description}",
+            ),
             self._row("encoder", "encoder", out_enc.spec.name, out_reason),
         ]
         for conflict in self.registry.conflicts:
@@ -440,9 +483,19 @@ class Resolver:
             fps=fps,
             num_frames=num_frames,
             length_policy=policy,
+            seed=settings.seed if settings.seed is not None else spec.default_seed,
             notices=list(self.notices),
         )
         log.info("plan resolved", backend=spec.name, device=device.id, frames=num_frames)
         return Selection(
-            plan, gen, gen_params, encoder, audio_params, face_proc, out_enc, info, memory_request
+            plan,
+            gen,
+            gen_params,
+            encoder,
+            audio_params,
+            face_proc,
+            out_enc,
+            info,
+            memory_request,
+            spec,
         )

@@ -111,10 +111,18 @@ class GeneratorSpec(_ImplementationSpec):
         default_factory=dict,
         description="extra bytes per item of backend-specific stages (e.g. 'vae_decode'), fp32",
     )
+    memory_hint: str = Field(
+        default="",
+        description="how this backend's own parameters cut its memory (appended to the memory "
+        "policy's 'does not fit' hint), e.g. '--param sequential_guidance=true'",
+    )
     default_length_policy: LengthPolicy = "loop"
     mouth_region: tuple[float, float, float, float] = Field(
         default=(0.0, 0.5, 1.0, 1.0),
         description="part of the crop it changes (x0, y0, x1, y1), fractions; blended back",
+    )
+    default_seed: int = Field(
+        default=0, ge=0, description="seed used when the user gives none (LatentSync's is 1247)"
     )
     quality: int = Field(default=0, description="rank for backend=auto; higher wins")
     is_preview: bool = Field(default=False, description="no real model: for trying the pipeline")

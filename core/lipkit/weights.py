@@ -32,8 +32,12 @@ def configured_path(weight: WeightFile, params: BaseModel | None) -> Path | None
 
 
 def weight_path(weight: WeightFile, params: BaseModel | None, backend_dir: Path) -> Path:
-    """The path a weight file is read from: the configured one, else the backend's folder."""
-    return configured_path(weight, params) or backend_dir / weight.filename
+    """The path a weight file is read from: the configured one (a folder holding the file
+    under its name also works), else the backend's folder."""
+    configured = configured_path(weight, params)
+    if configured is not None and configured.is_dir():
+        return configured / Path(weight.filename).name
+    return configured or backend_dir / weight.filename
 
 
 def how_to_get(weight: WeightFile) -> str:

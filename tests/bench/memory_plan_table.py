@@ -3,8 +3,9 @@
     python tests/bench/memory_plan_table.py
 
 Devices of 8, 12, 16, 24, 40 and 80 GiB (CUDA, a ROCm APU with unified memory, Apple MPS) and a
-32 GiB CPU; generators as they declare themselves (the installed wav2lip backend) and two
-declared-cost stand-ins for the diffusion backends still to come. 720p input, balanced mode.
+32 GiB CPU; generators as they declare themselves for a job (wav2lip; latentsync 1.5 at 256 px
+and 1.6 at 512 px, guidance on; 1.6 also with ``sequential_guidance``) and a declared-cost
+stand-in for InfiniteTalk, still to come. 720p input, balanced mode.
 """
 
 from __future__ import annotations
@@ -17,14 +18,19 @@ from lipkit.specs import GIB, MIB, GeneratorSpec
 
 
 def generators() -> list[GeneratorSpec]:
+    from pathlib import Path
+
+    from lipkit_latentsync.generator import LatentSyncGenerator, LatentSyncParams
     from lipkit_wav2lip.generator import Wav2LipGenerator
 
-    latentsync_like = GeneratorSpec(
-        name="latentsync-like", description="5 GB UNet, 16-frame segments", audio_encoder="whisper",
-        crop_size=512, model_memory=5 * GIB, memory_per_item=300 * MIB, chunk_multiple=16,
-        default_batch=16, precisions=("fp32", "fp16", "bf16"),
-        stage_memory={"vae_decode": 120 * MIB},
-    )  # fmt: skip
+    latentsync = LatentSyncGenerator()
+    nowhere = Path("/nonexistent")
+    latentsync_specs = [
+        latentsync.job_spec(
+            LatentSyncParams(version=v, sequential_guidance=seq), nowhere
+        ).model_copy(update={"name": f"latentsync-{v}" + ("-sequential" if seq else "")})
+        for v, seq in (("1.5", False), ("1.6", False), ("1.6", True))
+    ]
     infinitetalk_like = GeneratorSpec(
         name="infinitetalk-like", description="14B transformer, 40 blocks",
         audio_encoder="wav2vec2", crop_size=480,
@@ -32,7 +38,7 @@ def generators() -> list[GeneratorSpec]:
         default_batch=81, precisions=("fp32", "fp16", "bf16"),
         stage_memory={"vae_decode": 200 * MIB},
     )  # fmt: skip
-    return [Wav2LipGenerator.spec, latentsync_like, infinitetalk_like]
+    return [Wav2LipGenerator.spec, *latentsync_specs, infinitetalk_like]
 
 
 def main() -> None:

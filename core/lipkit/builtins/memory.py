@@ -61,7 +61,8 @@ class AutoMemoryPolicy(MemoryPolicy):
             raise ResourceError(
                 f"backend {gen.name!r} needs {_fmt(model + per_item)} for one frame on "
                 f"{device.name}, but the budget is {_fmt(budget)}",
-                hint="raise memory.budget / vram_fraction, use memory.mode=aggressive, "
+                hint=(f"{gen.memory_hint}; or " if gen.memory_hint else "")
+                + "raise memory.budget / vram_fraction, use memory.mode=aggressive, "
                 "or run on a device with more memory",
             )
         if request.batch_size:

@@ -25,7 +25,7 @@ from lipkit.pipeline.workdir import content_key, file_digest
 
 log = structlog.get_logger(__name__)
 
-TRACK_CACHE_VERSION = 2
+TRACK_CACHE_VERSION = 3
 
 
 def detection_indices(num_frames: int, every: int) -> np.ndarray:
@@ -39,7 +39,10 @@ def detection_indices(num_frames: int, every: int) -> np.ndarray:
 def _scaled(det: Detection | None, factor: float) -> Detection | None:
     if det is None or factor == 1.0:
         return det
-    marks = None if det.landmarks is None else (det.landmarks / factor).astype(np.float32)
+    # boxes are edges (scale as they are); landmarks are points in pixel-centre coordinates
+    marks = None
+    if det.landmarks is not None:
+        marks = ((det.landmarks + 0.5) / factor - 0.5).astype(np.float32)
     return Detection((det.box / factor).astype(np.float32), det.score, marks)
 
 

@@ -178,7 +178,7 @@ class Pipeline:
             plan.length_policy,
             self.memory.chunk_frames,
             self.memory.precision,
-            self.settings.seed,
+            plan.seed,
         )
 
     # ------------------------------------------------------------------ run
@@ -321,7 +321,7 @@ class Pipeline:
             log.info("resuming", finished=len(done), remaining=len(todo))
         if not todo:
             return [done[i] for i in range(n_segments)], len(done)
-        if self.sel.generator.spec.history_frames and work is not None and todo[0] > 0:
+        if self.sel.generator_spec.history_frames and work is not None and todo[0] > 0:
             # a generator that continues from its previous output resumes from the history
             # saved with the last finished segment, exactly as an uninterrupted run would
             saved = work.path / f"history_{todo[0] - 1:05d}.npy"
@@ -343,7 +343,7 @@ class Pipeline:
             params=self.sel.generator_params,
             model_home=self.settings.models_dir / gen.spec.name,
             batch_size=self.memory.batch_sizes["generate"],
-            seed=self.settings.seed,
+            seed=self.plan.seed,
             memory=self.memory,
         )
         t = time.perf_counter()
@@ -495,7 +495,7 @@ class Pipeline:
         features: AudioFeatures,
         face_session: Any,
     ) -> np.ndarray:
-        spec = self.sel.generator.spec
+        spec = self.sel.generator_spec
         size = spec.crop_size
         src = source_indices(chunk.frames_out, live.num_frames, self.plan.length_policy)
         try:
@@ -544,7 +544,7 @@ class Pipeline:
         audio: np.ndarray,
     ) -> np.ndarray:
         """Generate in batches of the plan's size; on a real OOM shrink the batch and retry."""
-        history_len = self.sel.generator.spec.history_frames
+        history_len = self.sel.generator_spec.history_frames
 
         def attempt() -> np.ndarray:
             size = self.memory.batch_sizes["generate"]
@@ -556,7 +556,7 @@ class Pipeline:
                 out = self._session.generate(batch)
                 if out.shape != crops[a:b].shape or out.dtype != np.uint8:
                     raise LipkitError(
-                        f"backend {self.sel.generator.spec.name!r} returned {out.shape} "
+                        f"backend {self.sel.generator_spec.name!r} returned {out.shape} "
                         f"{out.dtype}, expected {crops[a:b].shape} uint8: a plugin bug"
                     )
                 parts.append(out)
@@ -625,7 +625,7 @@ class Pipeline:
         request = self.sel.memory_request
         if not self.settings.memory.calibrate or request is None:
             return
-        spec = self.sel.generator.spec
+        spec = self.sel.generator_spec
         size = spec.crop_size
 
         def probe(batch: int) -> int:

@@ -408,6 +408,13 @@ class GeneratorContract:
         return tmp_path
 
     @pytest.fixture
+    def job_spec(
+        self, generator: Generator, generator_params: dict[str, Any], model_home: Path
+    ) -> GeneratorSpec:
+        """What the generator declares for a job with ``generator_params`` (its crop size)."""
+        return generator.job_spec(_params(generator.params_model, generator_params), model_home)
+
+    @pytest.fixture
     def audio_frame_shape(self, generator: Generator) -> tuple[int, ...]:
         """Shape of one frame's audio conditioning, from the registered audio encoder."""
         from lipkit.plugins import load_registry
@@ -475,10 +482,11 @@ class GeneratorContract:
         model_home: Path,
         cpu_device: DeviceInfo,
         audio_frame_shape: tuple[int, ...],
+        job_spec: GeneratorSpec,
     ) -> None:
         """``uint8 [B, S, S, 3]`` out for any batch size B, batches arriving in output order."""
         session = self.session(generator, generator_params, model_home, cpu_device)
-        spec = generator.spec
+        spec = job_spec
         position = 0
 
         @_SETTINGS
@@ -503,9 +511,10 @@ class GeneratorContract:
         model_home: Path,
         cpu_device: DeviceInfo,
         audio_frame_shape: tuple[int, ...],
+        job_spec: GeneratorSpec,
     ) -> None:
         """Two sessions loaded with one seed give identical outputs for the same batches."""
-        spec = generator.spec
+        spec = job_spec
         sessions = [
             self.session(generator, generator_params, model_home, cpu_device, seed=7)
             for _ in range(2)
@@ -531,9 +540,10 @@ class GeneratorContract:
         model_home: Path,
         cpu_device: DeviceInfo,
         audio_frame_shape: tuple[int, ...],
+        job_spec: GeneratorSpec,
     ) -> None:
         """With chunk_multiple 1 and no history: a batch equals its items generated one by one."""
-        spec = generator.spec
+        spec = job_spec
         if spec.chunk_multiple != 1 or spec.history_frames:
             pytest.skip("segment-based generators may depend on their neighbours")
         batch = self.batch(spec, audio_frame_shape, 4, seed=1)
@@ -563,16 +573,30 @@ class GeneratorContract:
     def test_missing_weights_are_a_model_error(
         self, generator: Generator, tmp_path: Path, cpu_device: DeviceInfo
     ) -> None:
-        """``load`` with required weights absent raises ModelError, naming the file."""
-        required = [w for w in generator.spec.weights if w.required]
-        if not required:
-            pytest.skip("needs no weights")
+        """``load`` with weights missing (``missing_weights`` says so) raises ModelError,
+        naming a missing file."""
         empty = tmp_path / "empty-home"
         empty.mkdir()
+        missing = generator.missing_weights(_params(generator.params_model, {}), empty)
+        if not missing:
+            pytest.skip("needs no weights")
         with pytest.raises(ModelError) as caught:
             self.session(generator, {}, empty, cpu_device)
         message = str(caught.value)
-        assert any(w.filename in message or w.name in message for w in required), message
+        names = {*missing, *(w.name for w in generator.spec.weights)}
+        names |= {Path(w.filename).name for w in generator.spec.weights}
+        assert any(name in message for name in names), message
+
+    def test_job_spec(
+        self, generator: Generator, job_spec: GeneratorSpec, audio_frame_shape: tuple[int, ...]
+    ) -> None:
+        """The job's spec is a valid GeneratorSpec with the generator's name and audio encoder."""
+        check_spec(job_spec, GeneratorSpec)
+        assert (job_spec.name, job_spec.audio_encoder) == (
+            generator.spec.name,
+            generator.spec.audio_encoder,
+        )
+        assert job_spec.crop_size > 0
 
 
 # --------------------------------------------------------------------------- encoders

@@ -141,7 +141,8 @@ class MeasuredMemoryPolicy(MemoryPolicy):
             raise ResourceError(
                 f"backend {gen.name!r} needs {_fmt(overhead + resident + unit)} to make {one} "
                 f"on {device.name} ({parts}), but the budget is {_fmt(budget)}",
-                hint="raise --memory-budget or memory.vram_fraction, use --memory-mode "
+                hint=(f"{gen.memory_hint}; or " if gen.memory_hint else "")
+                + "raise --memory-budget or memory.vram_fraction, use --memory-mode "
                 "aggressive or --precision fp16/bf16, or run on a device with more memory",
             )
         batch = self._generate_batch(request, available, per_item, reasons)

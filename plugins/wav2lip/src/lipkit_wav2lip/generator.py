@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from lipkit.errors import ConfigError, ModelError, ResourceError
+from lipkit.errors import ConfigError, ModelError
 from lipkit.interfaces import (
     GenerationBatch,
     Generator,
@@ -32,6 +32,7 @@ from lipkit.interfaces import (
     as_params,
 )
 from lipkit.specs import MIB, GeneratorSpec, WeightFile
+from lipkit.torch_device import torch_device
 from lipkit.weights import how_to_get
 from lipkit_wav2lip.checkpoint import load_wav2lip
 from lipkit_wav2lip.colour import match_colour
@@ -118,22 +119,6 @@ CPU_SLICE = 32
 """On the CPU a batch runs through the network in slices of at most this many faces: larger
 slices fall out of cache (full-size network, 2 cores, fp32: 8 -> 26.8 faces/s, 24 -> 27.8,
 64 -> 21.2, 128 -> 19.1). Slicing does not change any output: every face is independent."""
-
-
-def torch_device(device_id: str) -> torch.device:
-    """The torch device for a lipkit device id; ResourceError if this torch cannot use it."""
-    device = torch.device(device_id)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ResourceError(
-            f"device {device_id} was planned, but this PyTorch build has no CUDA/ROCm support",
-            hint="install a CUDA or ROCm build of torch, or run with --device cpu",
-        )
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ResourceError(
-            "device mps was planned, but MPS is not available to this PyTorch",
-            hint="run with --device cpu",
-        )
-    return device
 
 
 class Wav2LipSession(GeneratorSession):

@@ -2,9 +2,10 @@
 
 from lipkit_latentsync.unet.checkpoint import load_latentsync_unet
 from lipkit_latentsync.unet.config import MotionModuleConfig, UNetConfig
-from lipkit_latentsync.unet.model import UNet3DConditionModel, count_parameters
+from lipkit_latentsync.unet.model import FeatureCache, UNet3DConditionModel, count_parameters
 
 __all__ = [
+    "FeatureCache",
     "MotionModuleConfig",
     "UNet3DConditionModel",
     "UNetConfig",

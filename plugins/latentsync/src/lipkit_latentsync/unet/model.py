@@ -173,6 +173,43 @@ class UNetMidBlock3DCrossAttn(nn.Module):
         return self.resnets[1](x, temb)
 
 
+class FeatureCache:
+    """Reuse of the UNet's deep features across denoising steps, in the spirit of DeepCache.
+
+    Deep features change slowly from one denoising step to the next, while the shallow layers
+    carry the detail. On a *full* pass the model records the input of its last up block; on a
+    *cached* pass it runs only ``conv_in``, the first down block, the last up block (fed with
+    the recorded features and fresh skip connections) and the output layers, which is roughly
+    a third of the work at LatentSync's sizes. :meth:`begin_step` decides: step ``i`` is a full
+    pass when ``i % interval == 0``, so ``interval=1`` is the plain model. Make one cache per
+    sampling run (a segment), never share it between runs of different shapes.
+    """
+
+    def __init__(self, interval: int) -> None:
+        if interval < 1:
+            raise ValueError(f"feature cache interval must be >= 1, got {interval}")
+        self.interval = interval
+        self.features: torch.Tensor | None = None
+        self.full = True
+        self.full_passes = 0
+        self.cached_passes = 0
+
+    def begin_step(self, step: int) -> None:
+        """Declare denoising step ``step`` (0-based) before calling the model."""
+        self.full = step % self.interval == 0 or self.features is None
+        if self.full:
+            self.full_passes += 1
+        else:
+            self.cached_passes += 1
+
+    def reusable(self, x: torch.Tensor) -> bool:
+        """Whether this pass may reuse the features for ``x`` (``[batch, c, frames, h, w]``)."""
+        f = self.features
+        return (
+            not self.full and f is not None and (f.shape[0], f.shape[2]) == (x.shape[0], x.shape[2])
+        )
+
+
 class UNet3DConditionModel(nn.Module):
     """The LatentSync denoiser. See the module doc for shapes."""
 
@@ -277,7 +314,9 @@ class UNet3DConditionModel(nn.Module):
         sample: torch.Tensor,
         timestep: torch.Tensor | float | int,
         encoder_hidden_states: torch.Tensor | None = None,
+        feature_cache: FeatureCache | None = None,
     ) -> torch.Tensor:
+        """Predicted noise; with ``feature_cache`` see :class:`FeatureCache`."""
         if sample.dim() != 5 or sample.shape[1] != self.config.in_channels:
             raise ValueError(
                 f"sample must be [batch, {self.config.in_channels}, frames, h, w], "
@@ -297,6 +336,16 @@ class UNet3DConditionModel(nn.Module):
 
         x = self.conv_in(sample)
         skips = [x]
+        last = self.up_blocks[-1]
+        assert isinstance(last, UpBlock3D)
+        if feature_cache is not None and feature_cache.reusable(x):
+            # shallow pass: the first down block feeds the last up block directly; everything
+            # deeper is the cached input of the last up block from the last full pass
+            _, out = self.down_blocks[0](x, temb, audio)
+            skips.extend(out)
+            x = last(feature_cache.features, skips[: len(last.resnets)], temb, audio, None)
+            return self.conv_out(self.conv_act(self.conv_norm_out(x)))
+
         for block in self.down_blocks:
             x, out = block(x, temb, audio)
             skips.extend(out)
@@ -305,6 +354,8 @@ class UNet3DConditionModel(nn.Module):
 
         for i, block in enumerate(self.up_blocks):
             assert isinstance(block, UpBlock3D)
+            if block is last and feature_cache is not None:
+                feature_cache.features = x
             mine = skips[-len(block.resnets) :]
             del skips[-len(block.resnets) :]
             size = (

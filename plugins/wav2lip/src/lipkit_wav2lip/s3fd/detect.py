@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lipkit.face.boxes import nms
 from lipkit_wav2lip.s3fd.net import S3FD
 
 MEAN = (104.0, 117.0, 123.0)
@@ -114,29 +115,6 @@ def _decode_head(
     return torch.cat([top_left, top_left + size], dim=-1), scores
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float = NMS_THRESHOLD) -> np.ndarray:
-    """Indices of the boxes greedy NMS keeps, best score first (ties: lower index first).
-
-    IoU is computed with the reference's pixel convention: a box spans ``x2 - x1 + 1`` by
-    ``y2 - y1 + 1`` pixels. A box is suppressed when its IoU with a kept box exceeds
-    ``threshold``. The loop runs once per *kept* box, each step vectorised over the rest.
-    """
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    x1, y1, x2, y2 = boxes.T
-    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
-    keep: list[int] = []
-    while order.size:
-        best, rest = order[0], order[1:]
-        keep.append(int(best))
-        w = np.maximum(0.0, np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]) + 1)
-        h = np.maximum(0.0, np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]) + 1)
-        inter = w * h
-        iou = inter / (areas[best] + areas[rest] - inter)
-        order = rest[iou <= threshold]
-    return np.asarray(keep, dtype=np.int64)
-
-
 def decode(
     heads: Sequence[tuple[torch.Tensor, torch.Tensor]],
     *,
@@ -162,7 +140,7 @@ def decode(
     results = []
     for frame in range(scores.shape[0]):
         candidates = picked_np[frame_np == frame]
-        kept = candidates[nms(candidates[:, :4], candidates[:, 4])]
+        kept = candidates[nms(candidates[:, :4], candidates[:, 4], NMS_THRESHOLD)]
         kept[:, :4] /= scale
         results.append(np.ascontiguousarray(kept, dtype=np.float32))
     return results
