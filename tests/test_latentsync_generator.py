@@ -9,6 +9,8 @@ the backend's real loaders.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -408,3 +410,13 @@ class TestLatentSyncConformance(GeneratorContract):
     @pytest.fixture
     def audio_frame_shape(self) -> tuple[int, ...]:
         return tuple(WhisperAudioEncoder.spec.frame_shape)
+
+
+def test_discovering_the_plugin_does_not_import_diffusers() -> None:
+    """Plugin discovery stays cheap: the models and diffusers load with a job (hookspecs)."""
+    code = (
+        "import sys, lipkit_latentsync.plugin as p; p.lipkit_generators(); "
+        "p.lipkit_face_processors(); print('diffusers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,11 +1,13 @@
 """The ``latentsync`` generator: ByteDance's LatentSync 1.5 / 1.6 on lipkit's pipeline.
 
-What runs per segment is :func:`lipkit_latentsync.sampling.sample_segment`; this module finds
-and loads the weights, settles the version and resolution (:mod:`lipkit_latentsync.versions`),
-declares the memory the job needs, and moves models between host and device when the memory
-plan offloads. Everything around it is the core's: 16-frame segments streamed from disk, face
-tracking and alignment (the ``insightface`` or offline face processor), Whisper features
-(``whisper-tiny``), pingpong looping, the soft paste-back, resume and OOM recovery.
+What runs per segment is :func:`lipkit_latentsync.sampling.sample_segment`, driven by
+:class:`lipkit_latentsync.session.LatentSyncSession`. This module is cheap to import (diffusers
+and the models are imported by ``load``): it finds and loads the weights, settles the version
+and resolution (:mod:`lipkit_latentsync.versions`), declares the memory the job needs, and moves
+models between host and device when the memory plan offloads. Everything around it is the
+core's: 16-frame segments streamed from disk, face tracking and alignment (the ``insightface`` or
+offline face processor), Whisper features (``whisper-tiny``), pingpong looping, the soft
+paste-back, resume and OOM recovery.
 
 Weights (nothing is downloaded at run time; ``lipkit models pull NAME`` fetches from the Hub):
 
@@ -25,37 +27,18 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import structlog
-import torch
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from lipkit.errors import ConfigError, ModelError
-from lipkit.interfaces import (
-    GenerationBatch,
-    Generator,
-    GeneratorContext,
-    GeneratorSession,
-    as_params,
-)
+from lipkit.interfaces import Generator, GeneratorContext, GeneratorSession, as_params
 from lipkit.specs import GIB, MIB, GeneratorSpec, WeightFile
-from lipkit.torch_device import torch_device
 from lipkit.weights import how_to_get
 from lipkit_latentsync.mask import REGION, load_mask_image, lower_face_mask, mask_region
-from lipkit_latentsync.sampling import SamplingOptions, sample_segment
-from lipkit_latentsync.scheduler import make_scheduler
-from lipkit_latentsync.unet import (
-    UNet3DConditionModel,
-    UNetConfig,
-    count_parameters,
-    load_latentsync_unet,
-)
-from lipkit_latentsync.vae import load_vae
+from lipkit_latentsync.unet.config import UNetConfig
 from lipkit_latentsync.versions import RESOLUTIONS, VersionChoice, choose_version
-from lipkit_latentsync.whisper.encoder import WhisperAudioEncoder
 
 log = structlog.get_logger(__name__)
 
-AUDIO_SHAPE = WhisperAudioEncoder.spec.frame_shape
-"""One frame's Whisper features: 50 tokens of 384."""
 
 UNET_FILENAME = "latentsync_unet.pt"
 UNET_PARAMETERS = 1_267_099_844
@@ -222,6 +205,10 @@ def unet_config(params: LatentSyncParams) -> UNetConfig:
 
 def unet_parameters(config: UNetConfig) -> int:
     """Parameters of a UNet with ``config`` (built on the meta device: no memory, no time)."""
+    import torch
+
+    from lipkit_latentsync.unet.model import UNet3DConditionModel, count_parameters
+
     with torch.device("meta"):
         return count_parameters(UNet3DConditionModel(config))
 
@@ -237,77 +224,6 @@ def job_mask(params: LatentSyncParams, size: int) -> np.ndarray:
     if params.mask_image is not None:
         return load_mask_image(params.mask_image, size)
     return lower_face_mask(size)
-
-
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-class LatentSyncSession(GeneratorSession):
-    """Loaded UNet + VAE + scheduler for one job."""
-
-    def __init__(
-        self,
-        unet: UNet3DConditionModel,
-        vae: Any,
-        mask: np.ndarray,
-        options: SamplingOptions,
-        device: torch.device,
-        dtype: torch.dtype,
-        offload: bool,
-    ) -> None:
-        self.unet = unet
-        self.vae = vae
-        self.options = options
-        self.device = device
-        self.dtype = dtype
-        self.offload = offload
-        self.scheduler: Any = make_scheduler()
-        self.scheduler.set_timesteps(options.steps)
-        self.mask = torch.from_numpy(mask).to(device)
-        self.size = mask.shape[0]
-        self.segments = 0
-
-    def _stage(self, name: str) -> None:
-        """With model offload, only the model of the coming phase is on the device."""
-        if not self.offload:
-            return
-        active, idle = (self.unet, self.vae) if name == "unet" else (self.vae, self.unet)
-        idle.to("cpu")
-        active.to(self.device)
-
-    def generate(self, batch: GenerationBatch) -> np.ndarray:
-        crops = np.asarray(batch.crops)
-        size = self.size
-        if crops.dtype != np.uint8 or crops.shape[1:] != (size, size, 3):
-            raise ValueError(f"expected uint8 [B, {size}, {size}, 3] crops, got {crops.shape}")
-        audio = np.asarray(batch.audio)
-        if audio.shape != (len(crops), *AUDIO_SHAPE):
-            raise ValueError(
-                f"expected Whisper features {[len(crops), *AUDIO_SHAPE]}, got {audio.shape}"
-            )
-        if len(crops) == 0:
-            return crops.copy()
-        out = sample_segment(
-            self.unet,
-            self.vae,
-            self.scheduler,
-            crops,
-            audio,
-            np.asarray(batch.frame_indices, dtype=np.int64),
-            self.mask,
-            self.options,
-            device=self.device,
-            dtype=self.dtype,
-            stage=self._stage,
-        )
-        self.segments += 1
-        return out
-
-    def close(self) -> None:
-        self.unet = None  # type: ignore[assignment]
-        self.vae = None
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
 
 
 class LatentSyncGenerator(Generator):
@@ -380,6 +296,13 @@ class LatentSyncGenerator(Generator):
         )
 
     def load(self, ctx: GeneratorContext) -> GeneratorSession:
+        # the heavy imports (torch, diffusers) happen here, not when the plugin is discovered
+        from lipkit.torch_device import torch_device
+        from lipkit_latentsync.sampling import SamplingOptions
+        from lipkit_latentsync.session import DTYPES, LatentSyncSession
+        from lipkit_latentsync.unet.checkpoint import load_latentsync_unet
+        from lipkit_latentsync.vae import load_vae
+
         params = as_params(ctx.params, LatentSyncParams)
         home = ctx.model_home
         choice = settle_version(params, home)
@@ -400,7 +323,7 @@ class LatentSyncGenerator(Generator):
         if ctx.precision not in self.spec.precisions:
             raise ConfigError(f"latentsync cannot run in {ctx.precision}")
         device = torch_device(ctx.device.id)
-        dtype = _DTYPES[ctx.precision]
+        dtype = DTYPES[ctx.precision]
         unet = load_latentsync_unet(unet_path, unet_config(params), dtype=dtype)
         vae: Any = load_vae(vae_path, dtype=dtype)
         plan = ctx.memory
