@@ -134,7 +134,10 @@ class InfiniteTalkTransformer3DModel(WanTransformer3DModel):
         the latent frames of ``hidden_states`` (batch 1 is broadcast). ``None`` runs the base Wan
         model, which is not the same as silence (zero windows still give audio tokens).
         """
-        if audio_embeds is None:
+        state = self._audio_state
+        if audio_embeds is not None:
+            state.tokens = self._audio_tokens(hidden_states, audio_embeds)
+        try:  # without audio the hooks do nothing: the base Wan model
             return super().forward(
                 hidden_states,
                 timestep,
@@ -143,6 +146,13 @@ class InfiniteTalkTransformer3DModel(WanTransformer3DModel):
                 return_dict=return_dict,
                 attention_kwargs=attention_kwargs,
             )
+        finally:
+            state.clear()
+
+    def _audio_tokens(
+        self, hidden_states: torch.Tensor, audio_embeds: torch.Tensor
+    ) -> torch.Tensor:
+        """Audio tokens for every latent frame of ``hidden_states``, checked and broadcast."""
         cfg = self.infinitetalk_config
         latent_frames = hidden_states.shape[2] // cfg.patch_size[0]
         if audio_embeds.dim() != 5 or audio_embeds.shape[1] != cfg.video_frames(latent_frames):
@@ -158,19 +168,7 @@ class InfiniteTalkTransformer3DModel(WanTransformer3DModel):
                 f"audio batch {audio_embeds.shape[0]} does not match latent batch {batch}"
             )
         tokens = self.encode_audio(audio_embeds.to(hidden_states.dtype))
-        state = self._audio_state
-        state.tokens = tokens.to(hidden_states.dtype).expand(batch, -1, -1, -1)
-        try:
-            return super().forward(
-                hidden_states,
-                timestep,
-                encoder_hidden_states,
-                encoder_hidden_states_image,
-                return_dict=return_dict,
-                attention_kwargs=attention_kwargs,
-            )
-        finally:
-            state.clear()
+        return tokens.to(hidden_states.dtype).expand(batch, -1, -1, -1)
 
 
 def count_parameters(module: nn.Module) -> int:

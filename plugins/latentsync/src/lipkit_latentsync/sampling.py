@@ -119,7 +119,6 @@ def sample_segment(
     *,
     device: torch.device,
     dtype: torch.dtype,
-    on_step: Callable[[int], None] | None = None,
     stage: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """Lip-synced crops ``uint8 [F, S, S, 3]`` for RGB ``crops`` and audio ``[F, 50, 384]``.
@@ -178,8 +177,6 @@ def sample_segment(
             uncond, cond = pred.chunk(2)
             pred = uncond + options.guidance * (cond - uncond)
         latents = scheduler.step(pred, t, latents, eta=0.0).prev_sample
-        if on_step is not None:
-            on_step(step)
 
     if stage is not None:
         stage("vae")

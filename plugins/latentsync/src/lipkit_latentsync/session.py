@@ -43,7 +43,6 @@ class LatentSyncSession(GeneratorSession):
         self.scheduler = scheduler
         self.mask = torch.from_numpy(mask).to(device)
         self.size = mask.shape[0]
-        self.segments = 0
 
     def _stage(self, name: str) -> None:
         """With model offload, only the model of the coming phase is on the device."""
@@ -65,7 +64,7 @@ class LatentSyncSession(GeneratorSession):
             )
         if len(crops) == 0:
             return crops.copy()
-        out = sample_segment(
+        return sample_segment(
             self.unet,
             self.vae,
             self.scheduler,
@@ -78,8 +77,6 @@ class LatentSyncSession(GeneratorSession):
             dtype=self.dtype,
             stage=self._stage,
         )
-        self.segments += 1
-        return out
 
     def close(self) -> None:
         self.unet = None  # type: ignore[assignment]

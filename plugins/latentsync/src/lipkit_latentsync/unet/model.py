@@ -191,16 +191,10 @@ class FeatureCache:
         self.interval = interval
         self.features: torch.Tensor | None = None
         self.full = True
-        self.full_passes = 0
-        self.cached_passes = 0
 
     def begin_step(self, step: int) -> None:
         """Declare denoising step ``step`` (0-based) before calling the model."""
         self.full = step % self.interval == 0 or self.features is None
-        if self.full:
-            self.full_passes += 1
-        else:
-            self.cached_passes += 1
 
     def reusable(self, x: torch.Tensor) -> bool:
         """Whether this pass may reuse the features for ``x`` (``[batch, c, frames, h, w]``)."""
