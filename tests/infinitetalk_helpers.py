@@ -139,3 +139,85 @@ def inputs(
 def run(model: InfiniteTalkTransformer3DModel, **kwargs: torch.Tensor | None) -> torch.Tensor:
     with torch.no_grad():
         return model(**kwargs, return_dict=False)[0]
+
+
+# --- a whole tiny job: every file the generator loads, in the published formats --------------
+
+
+def write_tiny_job(folder: Path, seed: int = 0) -> dict[str, object]:
+    """Tiny random models for an ``infinitetalk`` job, and the ``--param`` values naming them.
+
+    The transformer is :meth:`InfiniteTalkConfig.tiny` (text 32, image 32, audio 2 x 32) split
+    into the published base + InfiniteTalk safetensors; the VAE a 4-channel Wan VAE folder;
+    CLIP a 3-layer transformers folder of width 32; wav2vec2 a 2-layer folder of width 32; the
+    prompt an embedding file. Frames are 64 x 64 (4 x 4 patches per latent frame).
+    """
+    import json
+
+    import transformers
+    from diffusers import AutoencoderKLWan
+    from lipkit_infinitetalk.conditioning import save_prompt_embedding
+    from lipkit_infinitetalk.vae import vae_config
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = InfiniteTalkConfig.tiny()
+    base, audio = split_published(random_state(config, seed))
+    write_safetensors(folder / "base.safetensors", base)
+    write_safetensors(folder / "infinitetalk.safetensors", audio)
+    (folder / "transformer.json").write_text(config.model_dump_json())
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKLWan(**vae_config({"base_dim": 4})).eval()
+    with torch.no_grad():
+        for name, p in vae.named_parameters():
+            if name.endswith("gamma"):
+                p.uniform_(0.5, 1.5)
+    vae.save_pretrained(folder / "vae")
+
+    clip = transformers.CLIPVisionModel(
+        transformers.CLIPVisionConfig(
+            hidden_size=config.image_dim,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            image_size=28,
+            patch_size=14,
+        )
+    ).eval()
+    clip.save_pretrained(folder / "clip")
+
+    wav2vec = transformers.Wav2Vec2Model(
+        transformers.Wav2Vec2Config(
+            hidden_size=config.audio_channels,
+            num_hidden_layers=config.audio_layers,
+            num_attention_heads=2,
+            intermediate_size=64,
+            conv_dim=(16,) * 7,
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=4,
+        )
+    )
+    wav2vec.save_pretrained(folder / "wav2vec")
+    (folder / "wav2vec" / "preprocessor_config.json").write_text(json.dumps({"do_normalize": True}))
+
+    g = torch.Generator().manual_seed(seed + 1)
+    embeds = []
+    for tokens in (7, 12):
+        e = torch.zeros(TEXT_TOKENS, config.text_dim)
+        e[:tokens] = torch.randn(tokens, config.text_dim, generator=g)
+        embeds.append(e)
+    save_prompt_embedding(
+        folder / "prompt.safetensors", "a person talking", "blurry", (embeds[0], embeds[1])
+    )
+    return {
+        "base": str(folder / "base.safetensors"),
+        "infinitetalk": str(folder / "infinitetalk.safetensors"),
+        "transformer_config": str(folder / "transformer.json"),
+        "vae": str(folder / "vae"),
+        "clip": str(folder / "clip"),
+        "wav2vec_dir": str(folder / "wav2vec"),
+        "prompt_embedding": str(folder / "prompt.safetensors"),
+        "width": 64,
+        "height": 64,
+        "steps": 2,
+    }

@@ -197,10 +197,11 @@ def test_key_table_agrees_with_diffusers_own_converter() -> None:
     assert "blocks.0.audio_cross_attn.proj.weight" not in mangled
 
 
-def test_plugin_entry_point_registers_nothing_yet() -> None:
+def test_plugin_entry_point_registers_the_generator_and_its_encoder() -> None:
     registry = load_registry(allow=["infinitetalk"])
     info = [p for p in registry.plugins if p.name == "infinitetalk"]
-    assert len(info) == 1 and info[0].error is None and info[0].hooks == []
+    assert len(info) == 1 and info[0].error is None
+    assert info[0].provides == {"audio": ["wav2vec2-infinitetalk"], "generator": ["infinitetalk"]}
 
 
 # --------------------------------------------------------------------------- (b) audio modules

@@ -21,6 +21,7 @@ from lipkit_infinitetalk.wav2vec import (
     plan_chunks,
     sequence_length,
 )
+from lipkit_infinitetalk.windows import silence_frames
 from safetensors.torch import load_file, save_file
 
 from lipkit.errors import InputError, ModelError
@@ -189,9 +190,25 @@ def test_frame_count_is_what_was_asked(
     num_frames = max(0, round(samples / RATE * fps) + extra)
     features = encode(wav2vec_dir, audio, fps=fps, frames=num_frames)
     assert features.num_frames == num_frames
-    assert features.num_rows == max(1, int(samples / RATE * fps))
-    out = features.window(np.arange(num_frames))
-    assert out.shape == (num_frames, 5, 2, 32) and np.all(np.isfinite(out))
+    silence = silence_frames(num_frames)  # a short track's one window runs on into silence
+    assert features.silence_frames == silence
+    padded = samples + round(silence * RATE / fps)
+    assert features.num_rows == max(1, int(padded / RATE * fps))
+    out = features.window(np.arange(num_frames + silence))
+    assert out.shape == (num_frames + silence, 5, 2, 32) and np.all(np.isfinite(out))
+    with pytest.raises(IndexError):
+        features.window(np.array([num_frames + silence]))
+
+
+def test_silence_is_served_after_a_short_track_only(wav2vec_dir: Path) -> None:
+    """A 6-frame track is one 9-frame window: frames 6-8 get features of appended digital
+    silence (not zeros, not the last word again); a track longer than a window gets none."""
+    short = encode(wav2vec_dir, speech(6 / 25), fps=25.0, frames=6)
+    assert short.silence_frames == 3
+    tail = short.window(np.arange(6, 9))
+    assert np.abs(tail).max() > 0 and not np.allclose(tail, short.window(np.array([5] * 3)))
+    long = encode(wav2vec_dir, speech(90 / 25), fps=25.0, frames=90)
+    assert long.silence_frames == 0
 
 
 # --- loudness ----------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from lipkit.config import LipkitSettings
 from lipkit.face import warp
 from lipkit.interfaces import GenerationBatch, GeneratorContext, StreamInfo
 from lipkit.media.audio import load_audio
+from lipkit.media.transform import cover_crop
 from lipkit.pipeline.faces import analyse
 from lipkit.pipeline.length import source_indices
 from lipkit.pipeline.source import SourceFrames
@@ -129,21 +130,23 @@ def run_bench(
 
     stages.append(_timed("decode", total, decode))
 
-    face_session = selection.face_processor.open(settings.face, plan.device)
+    proc = selection.face_processor
+    face_session = proc.open(settings.face, plan.device) if proc is not None else None
     track_box: list[Any] = []
 
     def faces() -> None:
+        assert face_session is not None
         track_box.append(analyse(info, face_session, settings.face))
 
-    stages.append(
-        _timed(
-            "faces",
-            info.num_frames,
-            faces,
-            note=f"detect every {settings.face.detect_every} frames, then track",
+    if face_session is not None:
+        stages.append(
+            _timed(
+                "faces",
+                info.num_frames,
+                faces,
+                note=f"detect every {settings.face.detect_every} frames, then track",
+            )
         )
-    )
-    track = track_box[0]
 
     speech = load_audio(plan.inputs.audio_path)
     features_box: list[Any] = []
@@ -168,40 +171,12 @@ def run_bench(
     sample_src = src_idx[: min(chunk, total)]
     sample = source.get(sample_src)
     source.close()
-    valid_rows = [r for r, s in enumerate(sample_src.tolist()) if track.valid[s]]
-    if not valid_rows:
-        valid_rows = list(range(len(sample)))
-        dets = [None] * len(sample)
+    if face_session is None:  # a whole-frame generator: frames framed to its size
+        crop_arr = _whole_frame_stage(stages, spec, sample, total)
     else:
-        dets = [track.detection(int(sample_src[r])) for r in valid_rows]
-    size = spec.crop_size
-    matrices = []
-    crops = []
-    for row, det in zip(valid_rows, dets, strict=True):
-        if det is None:
-            h, w = sample.shape[1:3]
-            matrix = warp.box_affine(np.array([0, 0, w, h], np.float32), size)
-        else:
-            matrix = face_session.align(det, size)
-        matrices.append(matrix)
-        crops.append(warp.crop(sample[row], matrix, size))
-    face_session.close()
-    crop_arr = np.stack(crops)
-    n_rep = max(1, total // len(crop_arr))
-
-    def crop_paste() -> None:
-        for _ in range(n_rep):
-            for row, matrix, crop in zip(valid_rows, matrices, crop_arr, strict=True):
-                warp.crop(sample[row], matrix, size)
-                warp.paste(
-                    sample[row],
-                    crop,
-                    matrix,
-                    region=spec.mouth_region,
-                    blend_radius=settings.face.blend_radius,
-                )
-
-    stages.append(_timed("crop+paste", n_rep * len(crop_arr), crop_paste))
+        crop_arr = _crop_stage(
+            stages, spec, settings, sample, sample_src, track_box[0], face_session, total
+        )
 
     batch = plan.memory.batch_sizes["generate"]
     session = selection.generator.load(
@@ -214,24 +189,36 @@ def run_bench(
             seed=plan.seed,
         )
     )
-    reps = np.resize(np.arange(len(crop_arr)), total)
-    gen_crops = crop_arr[reps]
-    gen_audio = features.window(out_idx)
+    fixed = selection.generator.frame_batches(selection.generator_params, plan.num_frames)
+    if fixed is None:
+        bounds = [(a, min(total, a + batch)) for a in range(0, total, batch)]
+        note = f"batch {batch}"
+    else:  # the backend's own batches (windows) that cover the first `total` frames
+        bounds = [(a, b) for a, b in fixed if a < total]
+        note = f"{len(bounds)} fixed batches of up to {max(b - a for a, b in bounds)} frames"
+    history_len = spec.history_frames
 
     def generate() -> None:
-        for a in range(0, total, batch):
-            session.generate(
+        history = None
+        for a, b in bounds:
+            idx = np.arange(a, b, dtype=np.int64)
+            out = session.generate(
                 GenerationBatch(
-                    out_idx[a : a + batch], gen_crops[a : a + batch], gen_audio[a : a + batch]
+                    idx, crop_arr[idx % len(crop_arr)], features.window(idx), history, features
                 )
             )
+            if history_len:
+                history = out[-history_len:]
 
-    stages.append(_timed("generate", total, generate, note=f"batch {batch}"))
+    generated = bounds[-1][1]
+    stages.append(_timed("generate", generated, generate, note=note))
     session.close()
 
     with tempfile.TemporaryDirectory(prefix="lipkit-bench-") as tmp:
-        stream = StreamInfo(info.width, info.height, plan.fps)
-        frames_rep = sample[np.resize(np.arange(len(sample)), chunk)]
+        width, height = spec.frame_size or (info.width, info.height)
+        stream = StreamInfo(width, height, plan.fps)
+        shown = sample if face_session is not None else crop_arr  # what the output holds
+        frames_rep = shown[np.resize(np.arange(len(shown)), chunk)]
 
         def encode() -> None:
             if selection.encoder.spec.kind != "file":
@@ -349,3 +336,67 @@ def format_report(report: BenchReport) -> str:
             "(100% = the other stages are fully hidden)"
         )
     return "\n".join(lines)
+
+
+def _crop_stage(
+    stages: list[StageBench],
+    spec: Any,
+    settings: LipkitSettings,
+    sample: np.ndarray,
+    sample_src: np.ndarray,
+    track: Any,
+    face_session: Any,
+    total: int,
+) -> np.ndarray:
+    """Time crop + paste-back on ``sample``; return its face crops for the generate stage."""
+    valid_rows = [r for r, s in enumerate(sample_src.tolist()) if track.valid[s]]
+    if not valid_rows:
+        valid_rows = list(range(len(sample)))
+        dets = [None] * len(sample)
+    else:
+        dets = [track.detection(int(sample_src[r])) for r in valid_rows]
+    size = spec.crop_size
+    matrices = []
+    crops = []
+    for row, det in zip(valid_rows, dets, strict=True):
+        if det is None:
+            h, w = sample.shape[1:3]
+            matrix = warp.box_affine(np.array([0, 0, w, h], np.float32), size)
+        else:
+            matrix = face_session.align(det, size)
+        matrices.append(matrix)
+        crops.append(warp.crop(sample[row], matrix, size))
+    face_session.close()
+    crop_arr = np.stack(crops)
+    n_rep = max(1, total // len(crop_arr))
+
+    def crop_paste() -> None:
+        for _ in range(n_rep):
+            for row, matrix, crop in zip(valid_rows, matrices, crop_arr, strict=True):
+                warp.crop(sample[row], matrix, size)
+                warp.paste(
+                    sample[row],
+                    crop,
+                    matrix,
+                    region=spec.mouth_region,
+                    blend_radius=settings.face.blend_radius,
+                )
+
+    stages.append(_timed("crop+paste", n_rep * len(crop_arr), crop_paste))
+    return crop_arr
+
+
+def _whole_frame_stage(
+    stages: list[StageBench], spec: Any, sample: np.ndarray, total: int
+) -> np.ndarray:
+    """Time framing ``sample`` to a whole-frame generator's size; return the framed frames."""
+    width, height = spec.frame_size
+    n_rep = max(1, total // len(sample))
+    out: list[np.ndarray] = []
+
+    def fit() -> None:
+        for _ in range(n_rep):
+            out[:] = [cover_crop(sample, width, height)]
+
+    stages.append(_timed("frame fit", n_rep * len(sample), fit, note=f"{width}x{height}"))
+    return out[0]

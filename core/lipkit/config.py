@@ -10,7 +10,7 @@ import os
 import re
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import platformdirs
 import tomllib
@@ -306,3 +306,18 @@ def format_validation_error(exc: ValidationError, what: str) -> str:
             msg = "unknown setting"
         lines.append(f"  {loc}: {msg} (got {err.get('input')!r})")
     return "\n".join(lines)
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def read_json_model(path: Path, model: type[ModelT], what: str, hint: str) -> ModelT:
+    """``model`` validated from the JSON file ``path`` (a backend's ``--param ..._config``);
+    ConfigError naming ``what`` when the file cannot be read or does not validate."""
+    path = Path(path).expanduser()
+    try:
+        return model.model_validate_json(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{what} {path} is not valid: {exc}", hint=hint) from None

@@ -115,7 +115,13 @@ def lipkit_generators() -> list[Generator]:
     generated crops, deterministic for ``ctx.seed`` on one device. Batches arrive in output
     order with at most the plan's batch size; chunks of decoded frames are a multiple of
     ``spec.chunk_multiple``, but frames without a face are left out, so a batch can be shorter.
-    With ``spec.history_frames`` set, ``batch.history`` holds the last generated crops.
+    With ``spec.history_frames`` set, ``batch.history`` holds the last generated crops;
+    ``batch.features`` is always the whole track's audio features.
+
+    Two overrides change how the pipeline drives a generator (see spec/generators.md):
+    ``generator.frame_size(params, width, height)`` makes it a whole-frame generator (no face
+    processing; frames framed to that size in, the output video's frames out), and
+    ``generator.frame_batches(params, num_frames)`` fixes its batches (windows) exactly.
     """
     raise NotImplementedError  # a specification: plugins implement it
 

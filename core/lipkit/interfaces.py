@@ -193,10 +193,18 @@ class FaceProcessor(ABC):
 
 @dataclass
 class GenerationBatch:
+    """One batch for :meth:`GeneratorSession.generate`.
+
+    For a whole-frame generator (``spec.frame_size`` set) ``crops`` and ``history`` are whole
+    frames ``[B, height, width, 3]`` of the job's frame size instead of square face crops.
+    """
+
     frame_indices: np.ndarray  # int64 [B], output frame numbers
     crops: np.ndarray  # uint8 [B, S, S, 3] aligned face crops (S = spec.crop_size)
     audio: np.ndarray  # float32 [B, *audio frame_shape]
     history: np.ndarray | None = None  # uint8 [K, S, S, 3] previous generated crops, if declared
+    features: AudioFeatures | None = None  # the whole track's features, for windows that reach
+    # past the batch (a generator that conditions on the audio of its history frames)
 
 
 @dataclass
@@ -239,6 +247,29 @@ class Generator(ABC):
         parameters contradict each other or the weights (a 1.6 checkpoint asked to run at 256).
         """
         return self.spec
+
+    def frame_size(self, params: BaseModel, width: int, height: int) -> tuple[int, int] | None:
+        """For a whole-frame generator: the ``(width, height)`` it renders an input of
+        ``width`` x ``height`` pixels at. Default None: a face-crop generator.
+
+        A whole-frame generator makes entire frames (a talking portrait), not face crops: the
+        pipeline skips face processing, scales each source frame to cover this size and cuts
+        the centre out, passes the frames as ``GenerationBatch.crops`` and writes what
+        ``generate`` returns as the output, which then has this size. Raise ConfigError for a
+        size the user asked for that the model cannot make, saying which sizes it can.
+        """
+        return None
+
+    def frame_batches(self, params: BaseModel, num_frames: int) -> list[tuple[int, int]] | None:
+        """The generation batches a backend must be given, as ``(start, stop)`` output frame
+        ranges covering ``0 .. num_frames`` in order; default None: any (the memory plan's).
+
+        For models that generate fixed windows (InfiniteTalk: 81 frames, then 72 new frames per
+        window). Every range is one ``generate`` call, whatever the plan's batch size; output
+        segments (the unit of resume) hold whole ranges. Such a backend cannot shrink a batch
+        after an out-of-memory error: the pipeline stops with a ResourceError instead.
+        """
+        return None
 
     def batch_size(self, params: BaseModel) -> int | None:
         """A generation batch the user set through this backend's parameters, or None.

@@ -43,7 +43,7 @@ class Selection:
     generator_params: BaseModel
     audio_encoder: AudioEncoder
     audio_params: BaseModel
-    face_processor: FaceProcessor
+    face_processor: FaceProcessor | None  # None for a whole-frame generator (no face processing)
     encoder: OutputEncoder
     face_info: MediaInfo  # the face input, probed once (and transformed: settings.input)
     memory_request: MemoryRequest | None = None  # what the memory plan was made for
@@ -387,16 +387,43 @@ class Resolver:
             gen, encoder, self._params_for(gen.spec.name, params)
         )
         spec = job_spec(gen, gen_params, self.settings.models_dir / gen.spec.name)
+        frame_size = gen.frame_size(gen_params, info.width, info.height)
+        if frame_size is not None:
+            spec = spec.model_copy(update={"frame_size": (int(frame_size[0]), int(frame_size[1]))})
         audio_params = self._audio_weights(encoder, audio_params)
         device = self._pick_device(spec, devices, explain=True)
         assert device is not None
-        face_proc, face_reason = self.choose_face(gen)
+        face_proc: FaceProcessor | None = None
+        if spec.frame_size is None:
+            face_proc, face_reason = self.choose_face(gen)
+            face_row = self._row("face", "face", face_proc.spec.name, face_reason)
+        else:
+            width, height = spec.frame_size
+            face_row = StageChoice(
+                stage="face",
+                implementation="none",
+                plugin="lipkit",
+                version="",
+                reason=f"{spec.name} renders whole {width}x{height} frames: no face tracking",
+            )
         out_enc, out_reason = self.choose_encoder(output)
 
         fps = settings.fps if info.is_still else info.fps
         static_from = info.transform.source_fps if info.transform is not None else 0.0
         if info.is_still and static_from > 0 and "fps" not in settings.model_fields_set:
             fps = static_from  # --static on a video keeps the video's rate, as the reference
+        if spec.fps is not None and fps != spec.fps:
+            self.notices.append(
+                f"{spec.name} makes {spec.fps:g} fps video only: "
+                + ("the input is decoded at that rate" if not info.is_still else "--fps ignored")
+                + f" (not {fps:g} fps)"
+            )
+            fps = spec.fps
+            if not info.is_still:
+                frames = max(1, round(info.num_frames * spec.fps / info.fps))
+                info = info.model_copy(
+                    update={"fps": spec.fps, "num_frames": frames, "duration": frames / spec.fps}
+                )
         policy: LengthPolicy = settings.length_policy or spec.default_length_policy
         num_frames = output_frames(policy, audio_info.seconds, fps, info.num_frames, info.is_still)
         if num_frames < 1:
@@ -404,6 +431,7 @@ class Resolver:
                 f"the audio is {audio_info.seconds:.3f} s: shorter than one frame at {fps:g} fps",
                 hint="give a longer speech track",
             )
+        gen.frame_batches(gen_params, num_frames)  # a backend's own limits fail at plan time
 
         policies = self.registry.memory_policies
         if settings.memory.policy == "auto":
@@ -416,8 +444,8 @@ class Resolver:
         memory_request = MemoryRequest(
             device=device,
             generator=spec,
-            frame_width=info.width,
-            frame_height=info.height,
+            frame_width=spec.frame_size[0] if spec.frame_size else info.width,
+            frame_height=spec.frame_size[1] if spec.frame_size else info.height,
             num_frames=num_frames,
             mode=mem.mode,
             budget_bytes=mem.budget,
@@ -447,7 +475,7 @@ class Resolver:
             self._row(
                 "audio", "audio", encoder.spec.name, f"the audio encoder {spec.name} consumes"
             ),
-            self._row("face", "face", face_proc.spec.name, face_reason),
+            face_row,
             self._row(
                 "generator",
                 "generator",

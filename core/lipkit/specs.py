@@ -121,6 +121,17 @@ class GeneratorSpec(_ImplementationSpec):
         default=(0.0, 0.5, 1.0, 1.0),
         description="part of the crop it changes (x0, y0, x1, y1), fractions; blended back",
     )
+    frame_size: tuple[int, int] | None = Field(
+        default=None,
+        description="(width, height) of a whole-frame generator's frames, set per job by the "
+        "resolver from Generator.frame_size; None: a face-crop generator",
+    )
+    fps: float | None = Field(
+        default=None,
+        gt=0,
+        description="the only output rate the model makes (InfiniteTalk: 25); a video input is "
+        "decoded at this rate; None: the input's rate (or settings.fps for a still)",
+    )
     default_seed: int = Field(
         default=0, ge=0, description="seed used when the user gives none (LatentSync's is 1247)"
     )

@@ -4,8 +4,9 @@
 
 Devices of 8, 12, 16, 24, 40 and 80 GiB (CUDA, a ROCm APU with unified memory, Apple MPS) and a
 32 GiB CPU; generators as they declare themselves for a job (wav2lip; latentsync 1.5 at 256 px
-and 1.6 at 512 px, guidance on; 1.6 also with ``sequential_guidance``) and a declared-cost
-stand-in for InfiniteTalk, still to come. 720p input, balanced mode.
+and 1.6 at 512 px, guidance on; 1.6 also with ``sequential_guidance``; InfiniteTalk with the
+bf16 base model: ``tests/bench/infinitetalk_memory_plan.py`` has its GGUF variants). 720p
+input, balanced mode.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from lipkit_memory import MeasuredMemoryPolicy, simulated_device
 
 from lipkit.errors import ResourceError
 from lipkit.plans import MemoryRequest
-from lipkit.specs import GIB, MIB, GeneratorSpec
+from lipkit.specs import GeneratorSpec
 
 
 def generators() -> list[GeneratorSpec]:
@@ -31,14 +32,10 @@ def generators() -> list[GeneratorSpec]:
         ).model_copy(update={"name": f"latentsync-{v}" + ("-sequential" if seq else "")})
         for v, seq in (("1.5", False), ("1.6", False), ("1.6", True))
     ]
-    infinitetalk_like = GeneratorSpec(
-        name="infinitetalk-like", description="14B transformer, 40 blocks",
-        audio_encoder="wav2vec2", crop_size=480,
-        model_memory=56 * GIB, num_blocks=40, memory_per_item=160 * MIB, chunk_multiple=81,
-        default_batch=81, precisions=("fp32", "fp16", "bf16"),
-        stage_memory={"vae_decode": 200 * MIB},
-    )  # fmt: skip
-    return [Wav2LipGenerator.spec, *latentsync_specs, infinitetalk_like]
+    from lipkit_infinitetalk.generator import InfiniteTalkGenerator, InfiniteTalkParams
+
+    infinitetalk = InfiniteTalkGenerator().job_spec(InfiniteTalkParams(), nowhere)
+    return [Wav2LipGenerator.spec, *latentsync_specs, infinitetalk]
 
 
 def main() -> None:

@@ -197,3 +197,28 @@ def transform_info(info: MediaInfo, settings: Any) -> MediaInfo:
         transform = transform.model_copy(update={"source_fps": info.fps})
         update.update(is_still=True, num_frames=1, fps=0.0, duration=0.0, transform=transform)
     return info.model_copy(update=update)
+
+
+def cover_crop(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Scale ``uint8 [B, H, W, 3]`` frames to cover ``width`` x ``height`` and cut out the centre.
+
+    The frame keeps its aspect ratio (no stretching): the side that overshoots is cropped
+    evenly on both ends. Shrinking averages pixels (``INTER_AREA``), enlarging is bicubic.
+    This is how a whole-frame generator's input is framed (InfiniteTalk's resize-and-crop).
+    """
+    import cv2
+
+    batch = np.asarray(frames)
+    h, w = batch.shape[1:3]
+    if (w, h) == (width, height):
+        return batch.copy()
+    scale = max(width / w, height / h)
+    sw, sh = max(width, round(w * scale)), max(height, round(h * scale))
+    x0, y0 = (sw - width) // 2, (sh - height) // 2
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    out = np.empty((len(batch), height, width, 3), np.uint8)
+    for i, frame in enumerate(batch):
+        out[i] = cv2.resize(frame, (sw, sh), interpolation=interp)[
+            y0 : y0 + height, x0 : x0 + width
+        ]
+    return out

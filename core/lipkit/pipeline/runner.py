@@ -9,7 +9,6 @@ with the same inputs and settings skips them.
 
 from __future__ import annotations
 
-import math
 import queue
 import sys
 import threading
@@ -40,6 +39,7 @@ from lipkit.interfaces import (
     StreamInfo,
 )
 from lipkit.media.audio import load_audio
+from lipkit.media.transform import cover_crop
 from lipkit.pipeline.devmem import free_memory, measure_peak
 from lipkit.pipeline.faces import LiveTrack, start_analysis
 from lipkit.pipeline.length import source_indices
@@ -140,6 +140,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self._history: np.ndarray | None = None
+        self._fixed: list[tuple[int, int]] | None = None  # the generator's own batches
         self._started = 0.0
         self._process = psutil.Process()
         self._peak_rss = 0
@@ -156,10 +157,51 @@ class Pipeline:
         if self.progress is not None:
             self.progress(Progress(phase, done, total, time.perf_counter() - since, rss))
 
-    def _segment_frames(self) -> int:
-        chunk = self.memory.chunk_frames
+    def _layout(self) -> list[list[tuple[int, int]]]:
+        """Output segments (the unit of resume), each a list of chunk ranges ``(start, stop)``.
+
+        Chunks are the memory plan's ``chunk_frames``, or the generator's own fixed batches
+        (:meth:`~lipkit.interfaces.Generator.frame_batches`), grouped whole into segments of
+        about ``output.segment_seconds``.
+        """
+        total = self.plan.num_frames
         per_segment = max(1, round(self.settings.output.segment_seconds * self.plan.fps))
-        return max(chunk, per_segment // chunk * chunk)
+        if self._fixed is None:
+            chunk = self.memory.chunk_frames
+            seg_frames = max(chunk, per_segment // chunk * chunk)
+            return [
+                [
+                    (a, min(start + seg_frames, total, a + chunk))
+                    for a in range(start, min(total, start + seg_frames), chunk)
+                ]
+                for start in range(0, total, seg_frames)
+            ]
+        segments: list[list[tuple[int, int]]] = [[]]
+        for a, b in self._fixed:
+            if sum(y - x for x, y in segments[-1]) >= per_segment:
+                segments.append([])
+            segments[-1].append((a, b))
+        return segments
+
+    def _fixed_batches(self) -> list[tuple[int, int]] | None:
+        """The generator's fixed batches for this job, checked, or None."""
+        gen, total = self.sel.generator, self.plan.num_frames
+        bounds = gen.frame_batches(self.sel.generator_params, total)
+        if bounds is None:
+            return None
+        ranges = [(int(a), int(b)) for a, b in bounds]
+        stops = [0] + [b for _, b in ranges]
+        if (
+            not ranges
+            or [a for a, _ in ranges] != stops[:-1]
+            or stops[-1] != total
+            or any(b <= a for a, b in ranges)
+        ):
+            raise LipkitError(
+                f"backend {gen.spec.name!r} returned batches {ranges[:4]}... that do not cover "
+                f"frames 0..{total} in order: a plugin bug"
+            )
+        return ranges
 
     def _job_key(self) -> str:
         plan = self.plan
@@ -206,28 +248,10 @@ class Pipeline:
                 update={"detector_precision": "fp16" if detect == "fp16" else "fp32"}
             )
         self._face_settings = face_settings
-
-        def open_face() -> Any:
-            return sel.face_processor.open(face_settings, self._device(self.memory.face_device))
-
-        t = time.perf_counter()
-
-        def analysed(seconds: float, cached: bool) -> None:
-            self.stats.add("faces", seconds, 0 if cached else info.num_frames)
-            log.info("face track ready", cached=cached, seconds=round(seconds, 2))
-
-        live, analysis = start_analysis(
-            info,
-            open_face,
-            sel.face_processor.spec.name,
-            face_settings,
-            self.settings.cache_dir,
-            batch=face_settings.detect_batch or self.memory.batch_sizes.get("detect", 16),
-            on_progress=lambda d, n: self._report("faces", d, n, t),
-            on_done=analysed,
-        )
-
-        stream = StreamInfo(width=info.width, height=info.height, fps=plan.fps)
+        self._fixed = self._fixed_batches()
+        live, analysis = self._start_faces(info) if self.sel.face_processor else (None, None)
+        width, height = self.sel.generator_spec.frame_size or (info.width, info.height)
+        stream = StreamInfo(width=width, height=height, fps=plan.fps)
         file_output = sel.encoder.spec.kind == "file"
         self._encoder = sel.encoder
         spill: SpillEncoder | None = None
@@ -245,13 +269,14 @@ class Pipeline:
             try:
                 segments, resumed = self._render(info, live, features, stream, work)
             except BaseException:
-                live.cancel()
+                if live is not None:
+                    live.cancel()
                 raise
             finally:
                 if analysis is not None:
                     analysis.join()
-            # an input with no face anywhere fails here, before anything is written
-            live.upto(info.num_frames - 1)
+            if live is not None:  # an input with no face anywhere fails here, before writing
+                live.upto(info.num_frames - 1)
             t = time.perf_counter()
             self._report("finalize", 0, 1, t)
             result = self._encoder.finalize(
@@ -296,24 +321,50 @@ class Pipeline:
             peak_rss_bytes=self._peak_rss,
         )
 
+    def _start_faces(self, info: Any) -> tuple[LiveTrack, Any]:
+        """Start the face analysis in the background (face-crop generators)."""
+        proc = self.sel.face_processor
+        assert proc is not None
+        settings = self._face_settings
+
+        def open_face() -> Any:
+            return proc.open(settings, self._device(self.memory.face_device))
+
+        t = time.perf_counter()
+
+        def analysed(seconds: float, cached: bool) -> None:
+            self.stats.add("faces", seconds, 0 if cached else info.num_frames)
+            log.info("face track ready", cached=cached, seconds=round(seconds, 2))
+
+        return start_analysis(
+            info,
+            open_face,
+            proc.spec.name,
+            settings,
+            self.settings.cache_dir,
+            batch=settings.detect_batch or self.memory.batch_sizes.get("detect", 16),
+            on_progress=lambda d, n: self._report("faces", d, n, t),
+            on_done=analysed,
+        )
+
     # ------------------------------------------------------------------ render
 
     def _render(
         self,
         info: Any,
-        live: LiveTrack,
+        live: LiveTrack | None,
         features: AudioFeatures,
         stream: StreamInfo,
         work: WorkDir | None,
     ) -> tuple[list[Any], int]:
         total = self.plan.num_frames
-        seg_frames = self._segment_frames()
-        n_segments = math.ceil(total / seg_frames)
+        layout = self._layout()
+        n_segments = len(layout)
+        sizes = [seg[-1][1] - seg[0][0] for seg in layout]
         done: dict[int, Any] = {}
         if work is not None and self.settings.resume:
             for index in range(n_segments):
-                frames = min(seg_frames, total - index * seg_frames)
-                path = work.finished(index, frames)
+                path = work.finished(index, sizes[index])
                 if path is not None:
                     done[index] = path
         todo = [i for i in range(n_segments) if i not in done]
@@ -333,7 +384,8 @@ class Pipeline:
 
         # an input with no face anywhere fails before the generator is even loaded
         try:
-            live.wait_for_a_face(cancelled=self._stop.is_set)
+            if live is not None:
+                live.wait_for_a_face(cancelled=self._stop.is_set)
         except InterruptedError:
             raise JobInterrupted("interrupted", hint="run the same command again") from None
         gen = self.sel.generator
@@ -353,8 +405,9 @@ class Pipeline:
         self._session = gen.load(ctx)
         self.stats.add("load", time.perf_counter() - t, 1)
         self._calibrate(features)
-        face_session = self.sel.face_processor.open(
-            self._face_settings, self._device(self.memory.face_device)
+        proc = self.sel.face_processor
+        face_session = (
+            proc.open(self._face_settings, self._device(self.memory.face_device)) if proc else None
         )
         source = SourceFrames(info)
 
@@ -362,15 +415,12 @@ class Pipeline:
         to_write: queue.Queue[_Chunk | None] = queue.Queue(QUEUE_DEPTH)
         written: dict[int, Any] = {}
         progress_start = time.perf_counter()
-        counter = {"frames": sum(min(seg_frames, total - i * seg_frames) for i in done)}
+        counter = {"frames": sum(sizes[i] for i in done)}
 
         def chunks() -> Iterator[_Chunk]:
-            chunk = self.memory.chunk_frames
             for index in todo:
-                start = index * seg_frames
-                stop = min(total, start + seg_frames)
-                for a in range(start, stop, chunk):
-                    b = min(stop, a + chunk)
+                stop = layout[index][-1][1]
+                for a, b in layout[index]:
                     out = np.arange(a, b, dtype=np.int64)
                     t0 = time.perf_counter()
                     src = source_indices(out, info.num_frames, self.plan.length_policy)
@@ -405,8 +455,7 @@ class Pipeline:
                             history_path = work.path / f"history_{item.segment:05d}.npy"
                             np.save(history_path, item.history, allow_pickle=False)
                         if work is not None:
-                            count = min(seg_frames, total - item.segment * seg_frames)
-                            work.record(item.segment, Path(result), count)
+                            work.record(item.segment, Path(result), sizes[item.segment])
                     self.stats.add("encode", time.perf_counter() - t0, len(item.frames_out))
                     counter["frames"] += len(item.frames_out)
                     self._report("render", counter["frames"], total, progress_start)
@@ -450,7 +499,8 @@ class Pipeline:
             for thread in threads:
                 thread.join(timeout=10)
             self._session.close()
-            face_session.close()
+            if face_session is not None:
+                face_session.close()
             source.close()
         if self._errors:
             raise self._errors[0]
@@ -491,11 +541,13 @@ class Pipeline:
     def _process_chunk(
         self,
         chunk: _Chunk,
-        live: LiveTrack,
+        live: LiveTrack | None,
         features: AudioFeatures,
         face_session: Any,
     ) -> np.ndarray:
         spec = self.sel.generator_spec
+        if live is None:
+            return self._whole_frames(chunk, features)
         size = spec.crop_size
         src = source_indices(chunk.frames_out, live.num_frames, self.plan.length_policy)
         try:
@@ -537,22 +589,43 @@ class Pipeline:
         self.stats.add("paste", time.perf_counter() - t0, len(with_face))
         return frames
 
+    def _whole_frames(self, chunk: _Chunk, features: AudioFeatures) -> np.ndarray:
+        """A whole-frame generator: the chunk's frames, framed to its size, are the batch."""
+        width, height = self.sel.generator_spec.frame_size or (0, 0)
+        t0 = time.perf_counter()
+        frames = cover_crop(chunk.frames, width, height)
+        self.stats.add("crop", time.perf_counter() - t0, len(frames))
+        t0 = time.perf_counter()
+        audio = features.window(chunk.frames_out)
+        self.stats.add("audio_window", time.perf_counter() - t0, len(frames))
+        t0 = time.perf_counter()
+        generated = self._generate(chunk.frames_out, frames, audio, features)
+        batch = len(frames) if self._fixed else self.memory.batch_sizes["generate"]
+        self.stats.add("generate", time.perf_counter() - t0, len(frames), batch)
+        return generated
+
     def _generate(
         self,
         frame_numbers: np.ndarray,
         crops: np.ndarray,
         audio: np.ndarray,
+        features: AudioFeatures | None = None,
     ) -> np.ndarray:
-        """Generate in batches of the plan's size; on a real OOM shrink the batch and retry."""
+        """Generate in batches of the plan's size; on a real OOM shrink the batch and retry.
+
+        A generator with fixed batches gets the whole chunk (one of its batches) at once.
+        """
         history_len = self.sel.generator_spec.history_frames
 
         def attempt() -> np.ndarray:
-            size = self.memory.batch_sizes["generate"]
+            size = len(crops) if self._fixed else self.memory.batch_sizes["generate"]
             history = self._history
             parts = []
             for a in range(0, len(crops), size):
                 b = min(len(crops), a + size)
-                batch = GenerationBatch(frame_numbers[a:b], crops[a:b], audio[a:b], history)
+                batch = GenerationBatch(
+                    frame_numbers[a:b], crops[a:b], audio[a:b], history, features
+                )
                 out = self._session.generate(batch)
                 if out.shape != crops[a:b].shape or out.dtype != np.uint8:
                     raise LipkitError(
@@ -583,12 +656,17 @@ class Pipeline:
         if torch is not None and getattr(torch, "cuda", None) and torch.cuda.is_available():
             torch.cuda.empty_cache()
         device = self._ctx.device
-        new = self.policy.on_oom(OomEvent("generate", size, device, exc, self.memory))
+        # a generator with fixed batches cannot run a smaller one: only moving helps
+        event = OomEvent("generate", 1 if self._fixed else size, device, exc, self.memory)
+        new = self.policy.on_oom(event)
         moved = new is not None and new.generate_device not in (None, device.id)
-        if new is None or (new.batch_sizes["generate"] >= size and not moved):
+        if new is None or ((self._fixed or new.batch_sizes["generate"] >= size) and not moved):
+            hint = self.sel.generator_spec.memory_hint
             raise ResourceError(
-                f"out of memory generating even {size} frame(s) at a time on {device.name}",
-                hint="use --precision fp16 or bf16, a smaller memory.batch_size, "
+                f"out of memory generating even {event.batch_size} "
+                f"{'batch' if self._fixed else 'frame(s)'} at a time on {device.name}",
+                hint=(f"{hint}; or " if hint else "")
+                + "use --precision fp16 or bf16, a smaller memory.batch_size, "
                 "--memory-mode conservative, memory.cpu_fallback = true (slow but finishes), "
                 "or a device with more memory",
             ) from exc
@@ -623,22 +701,23 @@ class Pipeline:
     def _calibrate(self, features: AudioFeatures) -> None:
         """Let the policy refit the plan with probe batches on the loaded generator."""
         request = self.sel.memory_request
-        if not self.settings.memory.calibrate or request is None:
-            return
+        if not self.settings.memory.calibrate or request is None or self._fixed is not None:
+            return  # a generator with fixed batches has no batch size to fit
         spec = self.sel.generator_spec
-        size = spec.crop_size
+        width, height = spec.frame_size or (spec.crop_size, spec.crop_size)
 
         def probe(batch: int) -> int:
             batch = max(1, int(batch))
             frames = np.arange(batch, dtype=np.int64) % max(1, self.plan.num_frames)
             history = None
             if spec.history_frames:
-                history = np.zeros((spec.history_frames, size, size, 3), np.uint8)
+                history = np.zeros((spec.history_frames, height, width, 3), np.uint8)
             item = GenerationBatch(
                 frames,
-                np.full((batch, size, size, 3), 128, np.uint8),
+                np.full((batch, height, width, 3), 128, np.uint8),
                 features.window(frames),
                 history,
+                features,
             )
             return measure_peak(self._ctx.device, lambda: self._session.generate(item))
 

@@ -24,6 +24,7 @@ from lipkit.config import FaceSettings, OutputSettings
 from lipkit.errors import InputError, LipkitError, ModelError, ResourceError
 from lipkit.interfaces import (
     AudioEncoder,
+    AudioFeatures,
     Detection,
     FaceProcessor,
     FinalizeRequest,
@@ -377,9 +378,30 @@ class FaceProcessorContract:
 # --------------------------------------------------------------------------- generators
 
 
+class _SeededFeatures(AudioFeatures):
+    """Random conditioning that depends only on the frame index (any index >= 0 is served)."""
+
+    def __init__(self, num_frames: int, shape: tuple[int, ...], seed: int) -> None:
+        self.num_frames = num_frames
+        self.shape = shape
+        self.seed = seed
+
+    def window(self, frames: np.ndarray) -> np.ndarray:
+        rows = [
+            np.random.default_rng((self.seed, int(f))).uniform(0, 4, self.shape)
+            for f in np.asarray(frames)
+        ]
+        return np.asarray(rows, dtype=np.float32).reshape(len(rows), *self.shape)
+
+
 class GeneratorContract:
     """Override ``generator``; optionally ``generator_params``, ``model_home`` and
     ``audio_frame_shape`` (needed when the generator's audio encoder is not a builtin).
+
+    Generators with fixed batches (``frame_batches``) or whole frames (``frame_size``) are run
+    as the pipeline runs them: a track of ``JOB_FRAMES`` frames in their own batches, each with
+    the previous output as history and the whole track's features, at the size they choose for
+    a ``JOB_INPUT`` (width, height) input.
 
     Independence rule: a generator that declares ``chunk_multiple == 1`` and
     ``history_frames == 0`` must give, for a batch, exactly the concatenation of what it gives
@@ -391,6 +413,55 @@ class GeneratorContract:
     """
 
     ITEM_TOLERANCE = 0
+    JOB_FRAMES = 90
+    JOB_INPUT = (96, 64)
+
+    @staticmethod
+    def runs_jobs(generator: Generator, params: dict[str, Any]) -> bool:
+        """Whether the generator needs whole jobs (fixed batches or whole frames)."""
+        values = _params(generator.params_model, params)
+        return (
+            generator.frame_batches(values, GeneratorContract.JOB_FRAMES) is not None
+            or generator.frame_size(values, *GeneratorContract.JOB_INPUT) is not None
+        )
+
+    def job(
+        self,
+        session: GeneratorSession,
+        generator: Generator,
+        params: dict[str, Any],
+        spec: GeneratorSpec,
+        shape: tuple[int, ...],
+        seed: int = 0,
+    ) -> list[np.ndarray]:
+        """Generate a ``JOB_FRAMES``-frame track batch by batch, as the pipeline does; check
+        every output's shape and dtype; return the outputs."""
+        values = _params(generator.params_model, params)
+        total = self.JOB_FRAMES
+        bounds = generator.frame_batches(values, total) or [
+            (a, min(total, a + 4)) for a in range(0, total, 4)
+        ]
+        width, height = generator.frame_size(values, *self.JOB_INPUT) or (
+            spec.crop_size,
+            spec.crop_size,
+        )
+        features = _SeededFeatures(total, shape, seed)
+        history = None
+        outputs = []
+        for a, b in bounds:
+            frames = np.arange(a, b, dtype=np.int64)
+            rng = np.random.default_rng((seed, a))
+            crops = rng.integers(0, 256, (b - a, height, width, 3), dtype=np.uint8)
+            batch = GenerationBatch(frames, crops, features.window(frames), history, features)
+            out = session.generate(batch)
+            assert isinstance(out, np.ndarray)
+            assert out.shape == crops.shape and out.dtype == np.uint8, (
+                f"frames {a}..{b - 1}: got {out.shape} {out.dtype}, expected {crops.shape} uint8"
+            )
+            if spec.history_frames:
+                history = out[-spec.history_frames :]
+            outputs.append(out)
+        return outputs
 
     @pytest.fixture
     def generator(self) -> Generator:
@@ -484,9 +555,16 @@ class GeneratorContract:
         audio_frame_shape: tuple[int, ...],
         job_spec: GeneratorSpec,
     ) -> None:
-        """``uint8 [B, S, S, 3]`` out for any batch size B, batches arriving in output order."""
+        """``uint8 [B, S, S, 3]`` out for any batch size B, batches arriving in output order
+        (a job of the generator's own batches, for one with fixed batches or whole frames)."""
         session = self.session(generator, generator_params, model_home, cpu_device)
         spec = job_spec
+        if self.runs_jobs(generator, generator_params):
+            try:
+                self.job(session, generator, generator_params, spec, audio_frame_shape)
+            finally:
+                session.close()
+            return
         position = 0
 
         @_SETTINGS
@@ -520,6 +598,14 @@ class GeneratorContract:
             for _ in range(2)
         ]
         try:
+            if self.runs_jobs(generator, generator_params):
+                first_job, second_job = (
+                    self.job(s, generator, generator_params, spec, audio_frame_shape, seed=3)
+                    for s in sessions
+                )
+                for a, b in zip(first_job, second_job, strict=True):
+                    assert np.array_equal(a, b), "same inputs and seed, different output"
+                return
             position = 0
             for index, n in enumerate((1, 3, 4, 2)):
                 batch = self.batch(spec, audio_frame_shape, n, seed=index, start=position)

@@ -44,10 +44,12 @@ class _AudioState:
     def __init__(self) -> None:
         self.tokens: torch.Tensor | None = None
         self.residual: torch.Tensor | None = None
+        self.scale = 1.0
 
     def clear(self) -> None:
         self.tokens = None
         self.residual = None
+        self.scale = 1.0
 
 
 def _keep_residual(state: _AudioState, module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -71,7 +73,8 @@ def _add_audio(
     hidden = residual.to(output.dtype) + output
     attention = cast(AudioCrossAttention, block.audio_cross_attn)
     norm = cast(nn.Module, block.norm_x)
-    return output + attention(norm(hidden), state.tokens)
+    audio = attention(norm(hidden), state.tokens)
+    return output + (audio if state.scale == 1.0 else state.scale * audio)
 
 
 class InfiniteTalkTransformer3DModel(WanTransformer3DModel):
@@ -128,15 +131,19 @@ class InfiniteTalkTransformer3DModel(WanTransformer3DModel):
         audio_embeds: torch.Tensor | None = None,
         return_dict: bool = True,
         attention_kwargs: dict[str, Any] | None = None,
+        audio_scale: float = 1.0,
     ) -> Any:
         """``WanTransformer3DModel.forward`` with ``audio_embeds``: wav2vec2 windows
         ``[B, T, audio_window, audio_layers, audio_channels]`` for the ``T`` video frames behind
         the latent frames of ``hidden_states`` (batch 1 is broadcast). ``None`` runs the base Wan
         model, which is not the same as silence (zero windows still give audio tokens).
+        ``audio_scale`` multiplies what the audio cross-attention adds (1: the trained model;
+        ComfyUI-WanVideoWrapper's ``audio_scale``).
         """
         state = self._audio_state
         if audio_embeds is not None:
             state.tokens = self._audio_tokens(hidden_states, audio_embeds)
+            state.scale = float(audio_scale)
         try:  # without audio the hooks do nothing: the base Wan model
             return super().forward(
                 hidden_states,

@@ -1,7 +1,24 @@
 """lipkit hook implementations of the InfiniteTalk plugin (entry point ``infinitetalk``).
 
-Nothing is registered yet: the package has the transformer and its loaders
-(:mod:`lipkit_infinitetalk.model`, :mod:`lipkit_infinitetalk.checkpoint`); the ``infinitetalk``
-generator, with its wav2vec2 audio encoder, comes next. Until then ``lipkit plugins`` lists this
-plugin with no hooks.
+It offers the ``infinitetalk`` generator and the ``wav2vec2-infinitetalk`` audio encoder it
+consumes. InfiniteTalk renders whole frames, so it needs no face processor.
 """
+
+from __future__ import annotations
+
+from lipkit.hookspecs import hookimpl
+from lipkit.interfaces import AudioEncoder, Generator
+from lipkit_infinitetalk.generator import InfiniteTalkGenerator
+from lipkit_infinitetalk.wav2vec import Wav2Vec2AudioEncoder
+
+
+@hookimpl
+def lipkit_audio_encoders() -> list[AudioEncoder]:
+    """The ``wav2vec2-infinitetalk`` audio encoder."""
+    return [Wav2Vec2AudioEncoder()]
+
+
+@hookimpl
+def lipkit_generators() -> list[Generator]:
+    """The ``infinitetalk`` generator."""
+    return [InfiniteTalkGenerator()]

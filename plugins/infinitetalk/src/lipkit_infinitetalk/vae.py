@@ -425,7 +425,22 @@ def encode_video(
     check_frame_size(h, w)
     param = next(vae.parameters())
     x = video.to(param.device).permute(3, 0, 1, 2).unsqueeze(0)
-    x = (x.to(torch.float32) / 127.5 - 1.0).to(param.dtype)
+    return encode_pixels(vae, x.to(torch.float32) / 127.5 - 1.0, tiling=tiling, tile=tile)
+
+
+@torch.inference_mode()
+def encode_pixels(
+    vae: AutoencoderKLWan,
+    pixels: torch.Tensor,
+    *,
+    tiling: bool = False,
+    tile: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """:func:`encode_video` of float pixels ``[1, 3, 4k + 1, H, W]`` in ``[-1, 1]``: for inputs
+    uint8 cannot hold, like the reference's I2V condition (an image followed by zero frames,
+    i.e. mid-grey 0.0)."""
+    param = next(vae.parameters())
+    x = pixels.to(param.device, param.dtype)
     with _Tiling(vae, tiling, tile):
         mu = vae.encode(x).latent_dist.mode()
     mean, std = _scales(vae, mu)

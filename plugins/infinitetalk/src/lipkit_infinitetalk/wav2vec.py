@@ -65,6 +65,7 @@ from lipkit.checkpoints import OPTIONAL_SUFFIXES, check_state_dict, load_state_d
 from lipkit.errors import ModelError
 from lipkit.interfaces import AudioEncoder, AudioFeatures, as_params
 from lipkit.specs import AudioEncoderSpec, DeviceInfo, WeightFile
+from lipkit_infinitetalk.windows import silence_frames
 
 if TYPE_CHECKING:
     from transformers import Wav2Vec2Model
@@ -478,10 +479,12 @@ class Wav2VecFeatures(AudioFeatures):
         num_frames: int,
         chunks: list[Chunk],
         device: torch.device,
+        silence_frames: int = 0,
     ) -> None:
         self.features = features
         self.model = model
         self.num_frames = int(num_frames)
+        self.silence_frames = int(silence_frames)
         self.num_rows = int(features.shape[0])
         self.chunks = chunks
         self.device = device
@@ -522,8 +525,12 @@ class Wav2VecFeatures(AudioFeatures):
         return out.reshape(*np.shape(rows), *self.row_shape)
 
     def window(self, frames: np.ndarray) -> np.ndarray:
-        """Conditioning of output frames ``frames``: ``float32 [len(frames), 5, 12, 768]``."""
-        index = frame_indices(frames, self.num_frames)
+        """Conditioning of output frames ``frames``: ``float32 [len(frames), 5, 12, 768]``.
+
+        Frames ``num_frames .. num_frames + silence_frames - 1`` are valid too: the silence
+        appended after a short track for its one 4k+1 window (see :mod:`.windows`).
+        """
+        index = frame_indices(frames, self.num_frames + self.silence_frames)
         return self.rows(frame_rows(index, self.num_rows))
 
 
@@ -605,6 +612,10 @@ class Wav2Vec2AudioEncoder(AudioEncoder):
         model, do_normalize = self.load(settings, device)
         if settings.loudness_lufs is not None:
             samples = loudness_normalise(samples, settings.loudness_lufs)
+        silence = silence_frames(num_frames)
+        if silence:  # a short clip's one window runs past the audio: real silence follows it
+            tail = np.zeros(round(silence * SAMPLE_RATE / fps), dtype=samples.dtype)
+            samples = np.concatenate([samples, tail])
         seq_len = sequence_length(samples.shape[0], fps)
         normalised = normalise_input(samples, do_normalize)
         field, _ = _conv_geometry(model)
@@ -624,5 +635,10 @@ class Wav2Vec2AudioEncoder(AudioEncoder):
             fps=float(fps),
         )
         return Wav2VecFeatures(
-            features, model=model, num_frames=num_frames, chunks=chunks, device=torch_device
+            features,
+            model=model,
+            num_frames=num_frames,
+            chunks=chunks,
+            device=torch_device,
+            silence_frames=silence,
         )

@@ -75,6 +75,14 @@ def latent_frames(frames: int) -> int:
     return 1 + (frames - 1) // VAE_TIME_STRIDE
 
 
+def silence_frames(num_frames: int, window: int = DEFAULT_WINDOW) -> int:
+    """Frames of silence after the audio that the plan for ``num_frames`` generates and drops:
+    ``valid_length_at_least(N) - N`` (0 to 3) when the whole clip is one window, else 0."""
+    if 1 <= num_frames <= window:
+        return valid_length_at_least(num_frames) - num_frames
+    return 0
+
+
 class Window(BaseModel):
     """One window of the plan. Frame numbers are output (= audio) frame numbers.
 

@@ -29,6 +29,7 @@ import numpy as np
 import structlog
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from lipkit.config import read_json_model
 from lipkit.errors import ConfigError, ModelError
 from lipkit.interfaces import Generator, GeneratorContext, GeneratorSession, as_params
 from lipkit.specs import GIB, MIB, GeneratorSpec, WeightFile
@@ -191,16 +192,12 @@ def unet_config(params: LatentSyncParams) -> UNetConfig:
     """The published architecture, or the one in ``params.unet_config``."""
     if params.unet_config is None:
         return UNetConfig.latentsync()
-    path = Path(params.unet_config).expanduser()
-    try:
-        return UNetConfig.model_validate_json(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read unet_config {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise ConfigError(
-            f"unet_config {path} is not a valid LatentSync UNet configuration: {exc}",
-            hint="a JSON object with the UNetConfig fields (see lipkit_latentsync.unet.config)",
-        ) from None
+    return read_json_model(
+        params.unet_config,
+        UNetConfig,
+        "unet_config",
+        "a JSON object with the UNetConfig fields (see lipkit_latentsync.unet.config)",
+    )
 
 
 def unet_parameters(config: UNetConfig) -> int:
