@@ -432,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lipkit",
         description="Lip-sync a face video or still portrait to a speech track.",
         epilog="exit codes: 0 ok, 1 internal error, 2 configuration, 3 bad input, 4 model "
-        "weights, 5 memory/device, 6 plugin, 7 encoding, 130 interrupted (re-run to resume)",
+        "weights, 5 memory/device, 6 plugin, 7 encoding, 8 some batch rows failed, "
+        "130 interrupted (re-run to resume)",
     )
     parser.add_argument("--version", action="version", version=f"lipkit {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
@@ -472,6 +473,13 @@ def build_parser() -> argparse.ArgumentParser:
     presets = sub.add_parser("presets", help="list the named presets")
     presets.add_argument("--json", action="store_true")
     presets.set_defaults(func=cmd_presets)
+
+    # integrations: thin layers over the API (their heavy imports load when they run)
+    from lipkit.batch.cli import add_batch_parser
+    from lipkit.service.cli import add_serve_parser
+
+    add_batch_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 

@@ -15,6 +15,7 @@ Exit codes (also in README.md):
 5    not enough memory or no suitable device (:class:`ResourceError`)
 6    a plugin is broken or missing (:class:`PluginError`)
 7    encoding or decoding failed (:class:`MediaError`)
+8    ``lipkit batch``: at least one row failed (the others ran)
 130  interrupted (Ctrl-C); the job resumes when run again
 ==== ============================================================
 """

@@ -1,0 +1,440 @@
+"""The ComfyUI node pack, called the way ComfyUI calls it.
+
+ComfyUI is not installed here: the pack is loaded by path with importlib (as ComfyUI loads a
+folder in ``custom_nodes/``), the node classes are driven through INPUT_TYPES, FUNCTION and
+RETURN_TYPES with tensors in ComfyUI's layouts, and small fake ``comfy.utils`` / ``folder_paths``
+modules stand in for ComfyUI's progress bar and folders.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import importlib.util
+import os
+import sys
+import tempfile
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from lipkit.media.audio import load_audio  # noqa: E402
+from lipkit.media.probe import probe_media  # noqa: E402
+from lipkit.media.video import FrameReader  # noqa: E402
+
+PACK = Path(__file__).resolve().parents[1] / "integrations" / "comfyui"
+FPS = 25
+CLIP_FRAMES = 40
+SPEECH_SECONDS = 2.0
+SPEECH_RATE = 22050  # not 16 kHz, so the node's resampling is exercised
+
+
+def load_pack(folder: Path = PACK, name: str = "lipkit-comfyui") -> types.ModuleType:
+    """Load a node pack folder exactly as ComfyUI's load_custom_node does."""
+    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+@pytest.fixture(scope="module")
+def pack() -> Any:
+    module = load_pack()
+    yield module
+    for key in [k for k in sys.modules if k == "lipkit-comfyui" or k.startswith("lipkit-comfyui.")]:
+        del sys.modules[key]
+
+
+@pytest.fixture(scope="module")
+def clip(sample_face: Path) -> torch.Tensor:
+    """The first frames of the sample face video as an IMAGE batch."""
+    reader = FrameReader(probe_media(sample_face))
+    try:
+        frames = reader.read(0, CLIP_FRAMES)
+    finally:
+        reader.close()
+    return torch.from_numpy(frames).to(torch.float32) / 255.0
+
+
+@pytest.fixture(scope="module")
+def speech(sample_speech: Path) -> dict[str, Any]:
+    """The start of the sample speech as a stereo 22.05 kHz AUDIO value."""
+    mono = load_audio(sample_speech, sample_rate=SPEECH_RATE, max_seconds=SPEECH_SECONDS)
+    wave = torch.from_numpy(np.stack([mono, mono * 0.5]))[None]  # [batch, channels, samples]
+    return {"waveform": wave, "sample_rate": SPEECH_RATE}
+
+
+class Interrupted(Exception):
+    """Stands in for ComfyUI's InterruptProcessingException, raised by the progress hook."""
+
+
+EXECUTING = contextvars.ContextVar("executing_node", default=None)
+"""Stands in for ComfyUI's context variable naming the node being executed."""
+
+
+class FakeProgressBar:
+    """Records what the node does with comfy.utils.ProgressBar (same constructor and method).
+
+    Like ComfyUI's hook, it reads the executing node from a context variable on every update.
+    """
+
+    instances: list[FakeProgressBar] = []
+    interrupt_at: float | None = None  # raise on reaching this value, as ComfyUI does on cancel
+
+    def __init__(self, total: float) -> None:
+        self.total = total
+        self.current = 0.0
+        self.updates: list[tuple[float, float]] = []
+        self.nodes: set[str | None] = set()
+        FakeProgressBar.instances.append(self)
+
+    def update_absolute(self, value: float, total: float | None = None, preview: Any = None):
+        if total is not None:
+            self.total = total
+        self.current = min(value, self.total)
+        self.updates.append((self.current, self.total))
+        self.nodes.add(EXECUTING.get())
+        if self.interrupt_at is not None and self.current >= self.interrupt_at:
+            raise Interrupted("cancelled by the user")
+
+    def update(self, value: float) -> None:
+        self.update_absolute(self.current + value)
+
+
+@pytest.fixture
+def comfy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """Fake ComfyUI modules: comfy.utils.ProgressBar and folder_paths (output and temp dirs)."""
+    FakeProgressBar.instances = []
+    FakeProgressBar.interrupt_at = None
+    comfy_pkg = types.ModuleType("comfy")
+    utils = types.ModuleType("comfy.utils")
+    utils.ProgressBar = FakeProgressBar  # type: ignore[attr-defined]
+    comfy_pkg.utils = utils  # type: ignore[attr-defined]
+    dirs = {"output": tmp_path / "comfy-output", "temp": tmp_path / "comfy-temp"}
+    folder_paths = types.ModuleType("folder_paths")
+    folder_paths.get_output_directory = lambda: str(dirs["output"])  # type: ignore[attr-defined]
+    folder_paths.get_temp_directory = lambda: str(dirs["temp"])  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "comfy", comfy_pkg)
+    monkeypatch.setitem(sys.modules, "comfy.utils", utils)
+    monkeypatch.setitem(sys.modules, "folder_paths", folder_paths)
+    return dirs
+
+
+def run_node(cls: type, **inputs: Any) -> tuple[Any, ...]:
+    """Validate ``inputs`` against INPUT_TYPES, call FUNCTION, check the outputs' count."""
+    spec = cls.INPUT_TYPES()
+    required, optional = spec["required"], spec.get("optional", {})
+    assert set(required) <= set(inputs), f"missing inputs {set(required) - set(inputs)}"
+    for name, value in inputs.items():
+        assert name in required or name in optional, f"unknown input {name}"
+        kind = (required.get(name) or optional[name])[0]
+        if isinstance(kind, list):  # a combo box: the value must be one of the choices
+            assert value in kind, f"{name}={value!r} not in {kind}"
+    out = getattr(cls(), cls.FUNCTION)(**inputs)
+    if isinstance(out, dict):  # {"ui": ..., "result": (...)}
+        out = out["result"]
+    assert isinstance(out, tuple) and len(out) == len(cls.RETURN_TYPES)
+    return out
+
+
+def process_state() -> tuple[dict[str, str], str | None]:
+    """Environment and tempfile.tempdir, after the one-time effects of imports.
+
+    Python caches the default temp dir on first use (any library may trigger that), and
+    OpenCV's own import appends to LD_LIBRARY_PATH: both happen before the snapshot, so only
+    what the node itself does is compared. (In ComfyUI, cv2 is imported long before.)
+    """
+    import cv2  # noqa: F401
+
+    tempfile.gettempdir()
+    return dict(os.environ), tempfile.tempdir
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def test_the_pack_loads_by_path_and_declares_comfyui_nodes(pack) -> None:
+    mappings = pack.NODE_CLASS_MAPPINGS
+    assert set(mappings) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
+    assert len(mappings) == 3
+    for cls in mappings.values():
+        spec = cls.INPUT_TYPES()
+        assert set(spec) <= {"required", "optional", "hidden"} and spec["required"]
+        assert isinstance(cls.RETURN_TYPES, tuple) and len(cls.RETURN_NAMES) == len(
+            cls.RETURN_TYPES
+        )
+        assert callable(getattr(cls, cls.FUNCTION)) and cls.CATEGORY == "lipkit"
+    sync = mappings["LipkitLipSync"]
+    assert sync.RETURN_TYPES == ("IMAGE", "AUDIO", "STRING")
+    assert sync.RETURN_NAMES == ("images", "audio", "video_path")
+    backends = sync.INPUT_TYPES()["required"]["backend"][0]
+    assert backends[0] == "auto" and "preview" in backends
+    assert sync.INPUT_TYPES()["required"]["output_mode"][0] == ["auto", "frames", "file"]
+    plan = mappings["LipkitLipSyncPlan"]
+    assert plan.OUTPUT_NODE is True and plan.RETURN_TYPES == ("STRING",)
+    adjust = mappings["LipkitLengthAdjust"]
+    assert adjust.INPUT_TYPES()["required"]["mode"][0] == ["loop", "pingpong", "trim", "freeze"]
+
+
+def test_the_pack_loads_under_a_path_module_name(tmp_path: Path) -> None:
+    """Current ComfyUI names the module after the folder's whole path ('.' -> '_x_')."""
+    name = str(PACK).replace(".", "_x_")
+    try:
+        module = load_pack(PACK, name=name)
+        adjust = module.NODE_CLASS_MAPPINGS["LipkitLengthAdjust"]
+        _, _, count = run_node(
+            adjust, images=torch.zeros(2, 4, 4, 3), audio=silence(3), mode="loop", fps=25.0
+        )
+        assert count == 3
+    finally:
+        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+            del sys.modules[key]
+
+
+def test_the_pack_imports_as_an_installed_package(tmp_path: Path, monkeypatch) -> None:
+    """pip installs the folder as the package lipkit_comfyui (pyproject's package-dir)."""
+    (tmp_path / "lipkit_comfyui").symlink_to(PACK, target_is_directory=True)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        module = importlib.import_module("lipkit_comfyui")
+        assert set(module.NODE_CLASS_MAPPINGS) == {
+            "LipkitLipSync",
+            "LipkitLipSyncPlan",
+            "LipkitLengthAdjust",
+        }
+    finally:
+        for key in [k for k in sys.modules if k.split(".")[0] == "lipkit_comfyui"]:
+            del sys.modules[key]
+
+
+def test_a_folder_named_lipkit_is_refused(tmp_path: Path) -> None:
+    """ComfyUI names the module after the folder: 'lipkit' would replace the library."""
+    saved = sys.modules["lipkit"]
+    try:
+        with pytest.raises(ImportError, match="rename it"):
+            load_pack(PACK, name="lipkit")
+    finally:
+        sys.modules["lipkit"] = saved
+
+
+# --------------------------------------------------------------------------- LipSync
+
+
+def test_lipsync_returns_frames_matching_the_audio(pack, comfy, clip, speech) -> None:
+    before = process_state()
+    token = EXECUTING.set("node-7")  # ComfyUI sets the executing node before calling FUNCTION
+    try:
+        images, audio, video_path = run_node(
+            pack.NODE_CLASS_MAPPINGS["LipkitLipSync"],
+            images=clip,
+            audio=speech,
+            backend="preview",
+            seed=0,
+            output_mode="frames",
+        )
+    finally:
+        EXECUTING.reset(token)
+    expected = round(SPEECH_SECONDS * FPS)  # the default loop policy follows the audio
+    assert images.shape == (expected, clip.shape[1], clip.shape[2], 3)
+    assert images.dtype == torch.float32
+    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    # the preview backend moves the mouth: the frames changed, but only in a small region
+    looped = clip[torch.arange(expected) % CLIP_FRAMES]
+    changed = (images - looped).abs().amax(dim=-1) > 2 / 255
+    assert 0 < float(changed.float().mean()) < 0.2
+    assert audio["sample_rate"] == 16000
+    assert audio["waveform"].shape == (1, 1, round(SPEECH_SECONDS * 16000))
+    assert audio["waveform"].dtype == torch.float32
+    assert float(audio["waveform"].abs().max()) > 0.05  # speech, not silence
+    assert video_path == ""
+    # no process-wide changes, and the node's own temp folder is gone
+    assert process_state() == before
+    assert list(comfy["temp"].iterdir()) == []
+    assert not comfy["output"].exists()
+    # ComfyUI's progress bar followed the render to the end
+    (bar,) = FakeProgressBar.instances
+    assert bar.total == expected and len(bar.updates) >= 1
+    assert bar.updates[-1] == (expected, expected)
+    assert [v for v, _ in bar.updates] == sorted(v for v, _ in bar.updates)
+    assert bar.nodes == {"node-7"}  # lipkit's worker threads reported in the node's context
+
+
+def test_lipsync_auto_writes_a_file_for_long_clips(pack, comfy, clip, speech) -> None:
+    before = process_state()
+    images, audio, video_path = run_node(
+        pack.NODE_CLASS_MAPPINGS["LipkitLipSync"],
+        images=clip,
+        audio=speech,
+        backend="preview",
+        seed=0,
+        output_mode="auto",
+        auto_max_mib=1,  # the 50 frames (77 MB as an IMAGE) count as long
+        filename_prefix="talks/take",
+    )
+    path = Path(video_path)
+    assert path.is_file() and path.suffix == ".mp4"
+    assert path.parent == comfy["output"] / "talks" and path.name.startswith("take_")
+    info = probe_media(path)
+    assert info.num_frames == round(SPEECH_SECONDS * FPS) and info.fps == FPS
+    assert info.has_audio
+    assert images.shape == (1, clip.shape[1], clip.shape[2], 3)  # a thumbnail: frame 0
+    assert images.dtype == torch.float32 and float(images.max()) <= 1.0
+    assert audio["sample_rate"] == 16000
+    assert audio["waveform"].shape == (1, 1, round(SPEECH_SECONDS * 16000))
+    assert process_state() == before
+    assert list(comfy["temp"].iterdir()) == []
+    assert FakeProgressBar.instances[-1].updates[-1] == (50, 50)
+
+
+def test_cancelling_from_the_progress_bar_stops_the_job(pack, comfy, clip, speech) -> None:
+    FakeProgressBar.interrupt_at = 1
+    with pytest.raises(Interrupted):
+        pack.NODE_CLASS_MAPPINGS["LipkitLipSync"]().sync(
+            images=clip, audio=speech, backend="preview", output_mode="frames"
+        )
+    (bar,) = FakeProgressBar.instances
+    assert len(bar.updates) == 1  # the first report raised; nothing ran after it
+    assert list(comfy["temp"].iterdir()) == []
+
+
+def test_lipsync_errors_carry_the_message_and_hint(pack, comfy, clip, speech) -> None:
+    node = pack.NODE_CLASS_MAPPINGS["LipkitLipSync"]
+    with pytest.raises(RuntimeError, match=r"not KEY=VALUE[\s\S]*hint:"):
+        node().sync(images=clip, audio=speech, backend="preview", params="strength 2")
+    with pytest.raises(RuntimeError, match="lipkit: .*nosuch") as info:
+        node().sync(images=clip, audio=speech, backend="nosuch")
+    assert "hint:" in str(info.value)
+    with pytest.raises(RuntimeError, match=r"\[frames, height, width, 3\]"):
+        node().sync(images=clip[..., :2], audio=speech, backend="preview")
+    with pytest.raises(RuntimeError, match="filename_prefix"):
+        node().sync(images=clip, audio=speech, backend="preview", filename_prefix="../x")
+    assert list(comfy["temp"].iterdir()) == []  # cleaned up after failures too
+
+
+def test_params_are_key_value_lines_with_json_values(pack) -> None:
+    parse = sys.modules["lipkit-comfyui.nodes"].parse_params
+    text = '# comment\nstrength=0.5\n\nlength-policy = "pingpong"\npads=[0, 10, 0, 0]\nmode=fast'
+    assert parse(text) == {
+        "strength": 0.5,
+        "length_policy": "pingpong",
+        "pads": [0, 10, 0, 0],
+        "mode": "fast",
+    }
+    with pytest.raises(Exception, match="seed"):
+        parse("seed=3")
+
+
+def test_input_frames_reach_lipkit_losslessly(pack, tmp_path: Path) -> None:
+    nodes = sys.modules["lipkit-comfyui.nodes"]
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (5, 17, 23, 3), dtype=np.uint8)  # odd sizes on purpose
+    path = nodes.write_face(torch.from_numpy(frames).float() / 255, tmp_path, 12.5)
+    info = probe_media(path)
+    assert (info.num_frames, info.width, info.height, info.fps) == (5, 23, 17, 12.5)
+    reader = FrameReader(info)
+    try:
+        np.testing.assert_array_equal(reader.read(0, 5), frames)
+    finally:
+        reader.close()
+    # the same frames give the same bytes: lipkit's resume, keyed on the inputs' content,
+    # finds the segments of a cancelled job when the node runs again
+    (tmp_path / "again").mkdir()
+    again = nodes.write_face(torch.from_numpy(frames).float() / 255, tmp_path / "again", 12.5)
+    assert again.read_bytes() == path.read_bytes()
+
+
+def test_outside_comfyui_files_go_to_a_temp_folder(pack) -> None:
+    nodes = sys.modules["lipkit-comfyui.nodes"]
+    assert "folder_paths" not in sys.modules
+    assert nodes.output_dir() == Path(tempfile.gettempdir()) / "lipkit-comfyui-output"
+    assert not nodes.ComfyProgress().enabled  # no comfy.utils: no progress bar, no error
+
+
+# --------------------------------------------------------------------------- LipSync Plan
+
+
+def test_plan_node_shows_the_plan(pack, comfy, clip, speech) -> None:
+    node = pack.NODE_CLASS_MAPPINGS["LipkitLipSyncPlan"]
+    inputs = {"images": clip, "audio": speech, "backend": "preview", "seed": 3}
+    out = node().plan(**inputs, output_mode="auto")
+    assert out["ui"]["text"] == list(out["result"])
+    (text,) = run_node(node, **inputs, output_mode="auto")
+    assert "backend: preview" in text
+    assert f"{round(SPEECH_SECONDS * FPS)} frames at 25 fps" in text
+    assert "returned as frames" in text and "seed: 3" in text
+    (text,) = run_node(node, **inputs, output_mode="auto", auto_max_mib=1)
+    assert "returned as file" in text and "encoder: mp4" in text
+    (text,) = run_node(node, **inputs, output_mode="frames", params='length_policy="trim"')
+    assert f"{CLIP_FRAMES} frames at 25 fps" in text and "length policy trim" in text
+    assert not comfy["output"].exists() and list(comfy["temp"].iterdir()) == []
+
+
+# --------------------------------------------------------------------------- Length Adjust
+
+
+def numbered_frames(count: int) -> torch.Tensor:
+    """Frames whose every pixel holds the frame number / 10."""
+    values = torch.arange(count, dtype=torch.float32) / 10
+    return values.reshape(count, 1, 1, 1).expand(count, 4, 6, 3).contiguous()
+
+
+def silence(frames: int, rate: int = 8000) -> dict[str, Any]:
+    samples = frames * rate // FPS
+    return {"waveform": torch.zeros(1, 2, samples), "sample_rate": rate}
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("loop", [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]),
+        ("pingpong", [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]),
+        ("freeze", [0, 1, 2, 3, 3, 3, 3, 3, 3, 3]),
+        ("trim", [0, 1, 2, 3]),
+    ],
+)
+def test_length_adjust_modes(pack, mode: str, expected: list[int]) -> None:
+    audio = silence(10)
+    images, out_audio, count = run_node(
+        pack.NODE_CLASS_MAPPINGS["LipkitLengthAdjust"],
+        images=numbered_frames(4),
+        audio=audio,
+        mode=mode,
+        fps=float(FPS),
+    )
+    assert count == len(expected) == images.shape[0]
+    assert images.shape[1:] == (4, 6, 3) and images.dtype == torch.float32
+    assert [round(float(f[0, 0, 0]) * 10) for f in images] == expected
+    samples = out_audio["waveform"].shape[-1]
+    assert out_audio["sample_rate"] == 8000
+    assert samples == (4 * 8000 // FPS if mode == "trim" else 10 * 8000 // FPS)
+
+
+def test_length_adjust_holds_a_still_image(pack) -> None:
+    images, _, count = run_node(
+        pack.NODE_CLASS_MAPPINGS["LipkitLengthAdjust"],
+        images=numbered_frames(1) + 0.5,
+        audio=silence(7),
+        mode="pingpong",
+        fps=float(FPS),
+    )
+    assert count == 7 and torch.all(images == 0.5)
+
+
+def test_length_adjust_rejects_audio_shorter_than_a_frame(pack) -> None:
+    with pytest.raises(RuntimeError, match="shorter than one frame"):
+        pack.NODE_CLASS_MAPPINGS["LipkitLengthAdjust"]().adjust(
+            images=numbered_frames(3),
+            audio={"waveform": torch.zeros(1, 1, 100), "sample_rate": 8000},  # 12.5 ms
+            mode="loop",
+            fps=25.0,
+        )
