@@ -22,10 +22,10 @@ from lipkit.errors import ConfigError
 MEDIA = Path(__file__).parent / "media"
 FPS = 25.0
 CSV = """\
-face,audio,output,backend,output.x264_preset,strength,fps
-media/face.mp4,media/speech.wav,out/talk.mp4,preview,ultrafast,,
-media/missing.mp4,media/speech.wav,out/bad.mp4,preview,ultrafast,,
-media/portrait.png,media/speech.wav,out/still.mp4,preview,ultrafast,1.5,25
+face,audio,output,backend,output.x264_preset,output.segment_seconds,strength,fps
+media/face.mp4,media/speech.wav,out/talk.mp4,preview,ultrafast,2,,
+media/missing.mp4,media/speech.wav,out/bad.mp4,preview,ultrafast,2,,
+media/portrait.png,media/speech.wav,out/still.mp4,preview,ultrafast,2,1.5,25
 """
 GOOD = ("out/talk.mp4", "out/still.mp4")
 
@@ -156,7 +156,7 @@ def test_rerun_skips_finished_rows(
     assert results[2]["exit_code"] == 3
     assert {n: (jobs.parent / n).stat().st_mtime_ns for n in GOOD} == before
     # a changed row (another parameter) is not "finished": it runs again
-    jobs.write_text(CSV.replace("ultrafast,1.5,25", "ultrafast,1.0,25"))
+    jobs.write_text(CSV.replace("ultrafast,2,1.5,25", "ultrafast,2,1.0,25"))
     rows = [r for r in read_jobs(jobs) if r.row == 3]
     from lipkit.batch import BatchState
 
@@ -212,3 +212,28 @@ def test_ray_engine_writes_the_same_files(
     for name in GOOD:
         ours = (jobs.parent / name).read_bytes()
         assert ours == (local_jobs.parent / name).read_bytes(), name
+
+    # each 7.7 s row split into 3 parts on Ray tasks and joined: the same files, no seam
+    split = make_batch(tmp_path / "ray-split")
+    assert batch(str(split), "--engine", "ray", "--chunk-seconds", "3") == EXIT_ROWS_FAILED
+    for name in GOOD:
+        ours = (split.parent / name).read_bytes()
+        assert ours == (local_jobs.parent / name).read_bytes(), name
+
+
+def test_long_rows_split_into_parts_join_without_a_seam(
+    local_run: tuple[Path, int, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--chunk-seconds: each row runs as parts on several worker processes (their work
+    directories removed after the join) and the joined files are the whole runs' files."""
+    local_jobs, _, _ = local_run
+    home = tmp_path / "home"
+    monkeypatch.setenv("LIPKIT_HOME", str(home))
+    jobs = make_batch(tmp_path / "split")
+    assert batch(str(jobs), "--workers", "2", "--chunk-seconds", "2") == EXIT_ROWS_FAILED
+    for name in GOOD:
+        ours = (jobs.parent / name).read_bytes()
+        assert ours == (local_jobs.parent / name).read_bytes(), name
+    assert not list(home.rglob("part-*"))  # the parts' segments are gone once joined
+    with pytest.raises(ConfigError, match="chunk-seconds"):
+        batch(str(jobs), "--chunk-seconds", "0")

@@ -6,14 +6,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+import structlog
 from pydantic import ValidationError
 
 from lipkit.config import LipkitSettings, deep_merge, format_validation_error, load_settings
-from lipkit.errors import ConfigError
-from lipkit.pipeline.runner import Pipeline, ProgressCallback
+from lipkit.errors import ConfigError, InputError
+from lipkit.pipeline.runner import Pipeline, ProgressCallback, finalize_request
 from lipkit.plans import Plan, SyncResult
 from lipkit.plugins import Registry, load_registry
 from lipkit.resolver import Resolver, Selection
+
+log = structlog.get_logger(__name__)
 
 PathLike = str | os.PathLike[str]
 _SETTING_NAMES = set(LipkitSettings.model_fields)
@@ -110,6 +113,7 @@ def sync(
     registry: Registry | None = None,
     progress: ProgressCallback | None = None,
     params: dict[str, Any] | None = None,
+    part: tuple[int, int] | None = None,
     **kwargs: Any,
 ) -> SyncResult:
     """Lip-sync ``face`` (a video or still image) to ``audio``.
@@ -123,6 +127,12 @@ def sync(
     keyword is a backend parameter,
     validated by the backend's own model. Raises :class:`lipkit.errors.LipkitError` subclasses
     for everything a user can get wrong.
+
+    ``part=(k, n)`` makes only the k-th of n near-equal runs of the job's output segments
+    (each part sees the whole input and audio, so its frames are exactly the whole run's) and
+    writes no output: ``result.segment_files`` go to :func:`join_parts`. Parts can run at the
+    same time on different machines (give each its own ``work_dir``); backends whose batches
+    continue from the one before (``history_frames``) cannot be split.
     """
     selection, resolved, registry = prepare(
         face,
@@ -142,5 +152,38 @@ def sync(
         Path(output) if output is not None else None,
         memory_policy=registry.memory_policies[policy_name],
         progress=progress,
+        part=part,
     )
     return pipeline.run()
+
+
+def join_parts(
+    face: PathLike,
+    audio: PathLike | None,
+    output: PathLike,
+    segment_files: list[Path],
+    *,
+    settings: LipkitSettings | None = None,
+    registry: Registry | None = None,
+    params: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Path:
+    """Join the segments that ``sync(..., part=(k, n))`` made for k = 0 .. n-1 (in order,
+    each part's ``result.segment_files``) into ``output``, muxing the audio, exactly as one
+    whole run would have. Give the same inputs, settings and parameters as the parts had."""
+    selection, resolved, _ = prepare(
+        face, audio, output, settings=settings, registry=registry, params=params, **kwargs
+    )
+    missing = [str(p) for p in segment_files if not Path(p).is_file()]
+    if missing or not segment_files:
+        raise InputError(
+            f"cannot join: {len(missing)} of {len(segment_files)} segment files are missing "
+            f"({', '.join(missing[:3]) or 'none given'})",
+            hint="run the parts again; finished segments are kept in their work directories",
+        )
+    if selection.encoder.spec.kind != "file":
+        raise ConfigError("parts can only be joined into a file", hint="give an output path")
+    request = finalize_request(selection, resolved, list(segment_files), Path(output))
+    result: Path = selection.encoder.finalize(request)
+    log.info("parts joined", output=str(output), segments=len(segment_files))
+    return result

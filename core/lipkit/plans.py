@@ -153,6 +153,13 @@ class SyncResult(BaseModel):
     work_dir: Path | None = None
     wall_seconds: float = 0.0
     peak_rss_bytes: int = 0
+    part: tuple[int, int] | None = Field(
+        default=None, description="(k, n): this run made part k of n (no output file yet)"
+    )
+    segment_files: list[Path] = Field(
+        default_factory=list,
+        description="a part's finished segment files, in order, for lipkit.api.join_parts",
+    )
 
 
 def choose_precision(request: MemoryRequest) -> tuple[Precision, str]:

@@ -17,6 +17,7 @@ from typing import Any
 from lipkit.batch.engines import make_engine, run_jobs
 from lipkit.batch.jobs import BatchState, RowResult, read_jobs
 from lipkit.batch.report import EXIT_ROWS_FAILED, BatchSummary, first_line, format_summary
+from lipkit.errors import ConfigError
 
 HELP = "run every row of a CSV of jobs (locally or on Ray), resumably"
 DESCRIPTION = """\
@@ -61,6 +62,16 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="ADDR",
         help="Ray cluster to use (auto, ray://HOST:10001); default: start a local Ray",
     )
+    p.add_argument(
+        "--chunk-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="run a row longer than S seconds as parts on several workers and join them; "
+        "output segments become at most S long (output.segment_seconds), and the joined "
+        "file is the one a whole run with those segments makes; not for backends that "
+        "continue each batch from the one before (InfiniteTalk)",
+    )
     p.add_argument("-c", "--config", default=None, help="lipkit.toml (default ./lipkit.toml)")
     p.add_argument(
         "--no-resume",
@@ -93,6 +104,10 @@ def run_batch(args: argparse.Namespace) -> int:
     """Run the batch the arguments describe; print the summary; return the exit code."""
     started = time.perf_counter()
     csv_path = Path(args.jobs)
+    if args.chunk_seconds is not None and not args.chunk_seconds > 0:
+        raise ConfigError(
+            f"--chunk-seconds must be positive, got {args.chunk_seconds}", hint="e.g. 30"
+        )
     rows = read_jobs(csv_path)
     log_config = (getattr(args, "verbose", 0), getattr(args, "debug", False))
     engine = make_engine(
@@ -107,6 +122,7 @@ def run_batch(args: argparse.Namespace) -> int:
         state=state,
         config=Path(args.config) if args.config else None,
         on_result=_progress(len(rows)),
+        chunk_seconds=args.chunk_seconds,
     )
     summary = BatchSummary(results=results, seconds=time.perf_counter() - started)
     if args.json:

@@ -64,6 +64,9 @@ class RowTask(BaseModel):
     row: JobRow
     settings: LipkitSettings
     key: str = Field(description="content key of the row's job, for the resume state")
+    part: tuple[int, int] | None = Field(
+        default=None, description="(k, n): this task makes part k of n of the row's job"
+    )
 
 
 class RowResult(BaseModel):
@@ -78,6 +81,12 @@ class RowResult(BaseModel):
     exit_code: int = 0
     frames: int | None = None
     resumed_segments: int = 0
+    part: tuple[int, int] | None = Field(
+        default=None, description="set on a part's result (k, n); the row's result has none"
+    )
+    segment_files: list[Path] = Field(
+        default_factory=list, description="a part's finished segments, for the join"
+    )
 
 
 def _cell(raw: str) -> Any:

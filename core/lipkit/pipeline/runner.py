@@ -24,7 +24,7 @@ import structlog
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from lipkit.config import FaceSettings, LipkitSettings
-from lipkit.errors import JobInterrupted, LipkitError, NoFaceError, ResourceError
+from lipkit.errors import ConfigError, JobInterrupted, LipkitError, NoFaceError, ResourceError
 from lipkit.face import warp
 from lipkit.interfaces import (
     AudioFeatures,
@@ -73,6 +73,26 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+
+
+def finalize_request(
+    selection: Selection, settings: LipkitSettings, segments: list[Any], output: Path | None = None
+) -> FinalizeRequest:
+    """What the encoder's ``finalize`` needs to join a job's segments into its result."""
+    plan = selection.plan
+    info = selection.face_info
+    width, height = selection.generator_spec.frame_size or (info.width, info.height)
+    return FinalizeRequest(
+        segments=segments,
+        stream=StreamInfo(width=width, height=height, fps=plan.fps),
+        num_frames=plan.num_frames,
+        output=output,
+        audio_path=plan.inputs.audio_path,
+        audio_seconds=plan.num_frames / plan.fps
+        if plan.length_policy == "trim"
+        else plan.inputs.audio_seconds,
+        settings=settings.output,
+    )
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -127,8 +147,15 @@ class Pipeline:
         *,
         memory_policy: MemoryPolicy,
         progress: ProgressCallback | None = None,
+        part: tuple[int, int] | None = None,
     ) -> None:
+        if part is not None and (output is None or not 0 <= part[0] < part[1]):
+            raise ConfigError(
+                f"part {part} of a job needs an output file and 0 <= k < n",
+                hint="give an output path; parts are joined with lipkit.api.join_parts",
+            )
         self.sel = selection
+        self.part = part
         self.plan = selection.plan
         self.settings = settings
         self.output = output
@@ -277,20 +304,14 @@ class Pipeline:
                     analysis.join()
             if live is not None:  # an input with no face anywhere fails here, before writing
                 live.upto(info.num_frames - 1)
+            if self.part is not None:  # the segments wait for join_parts
+                assert work is not None
+                work.release(remove=False)
+                return self._part_result(segments, resumed, work)
             t = time.perf_counter()
             self._report("finalize", 0, 1, t)
             result = self._encoder.finalize(
-                FinalizeRequest(
-                    segments=segments,
-                    stream=stream,
-                    num_frames=plan.num_frames,
-                    output=self.output,
-                    audio_path=plan.inputs.audio_path,
-                    audio_seconds=plan.num_frames / plan.fps
-                    if plan.length_policy == "trim"
-                    else plan.inputs.audio_seconds,
-                    settings=self.settings.output,
-                )
+                finalize_request(self.sel, self.settings, segments, self.output)
             )
             self.stats.add("finalize", time.perf_counter() - t, plan.num_frames)
             self._report("finalize", 1, 1, t)
@@ -320,6 +341,38 @@ class Pipeline:
             wall_seconds=time.perf_counter() - self._started,
             peak_rss_bytes=self._peak_rss,
         )
+
+    def _part_result(self, segments: list[Any], resumed: int, work: WorkDir) -> SyncResult:
+        plan = self.plan
+        return SyncResult(
+            output=None,
+            plan=plan,
+            fps=plan.fps,
+            num_frames=plan.num_frames,
+            duration=plan.num_frames / plan.fps,
+            stats=dict(self.stats.stages),
+            resumed_segments=resumed,
+            oom_recoveries=self.recoveries,
+            memory=self.memory,
+            work_dir=work.path,
+            wall_seconds=time.perf_counter() - self._started,
+            peak_rss_bytes=self._peak_rss,
+            part=self.part,
+            segment_files=[Path(s) for s in segments],
+        )
+
+    def _part_range(self, n_segments: int) -> range:
+        """The segments this run makes: all, or part k of n (contiguous, near-equal)."""
+        if self.part is None:
+            return range(n_segments)
+        k, n = self.part
+        if self.sel.generator_spec.history_frames and k > 0:
+            raise ConfigError(
+                f"backend {self.sel.generator_spec.name!r} continues each batch from the one "
+                "before: its jobs cannot be split into parts",
+                hint="run the job whole (one part)",
+            )
+        return range(k * n_segments // n, (k + 1) * n_segments // n)
 
     def _start_faces(self, info: Any) -> tuple[LiveTrack, Any]:
         """Start the face analysis in the background (face-crop generators)."""
@@ -367,11 +420,13 @@ class Pipeline:
                 path = work.finished(index, sizes[index])
                 if path is not None:
                     done[index] = path
-        todo = [i for i in range(n_segments) if i not in done]
+        mine = self._part_range(n_segments)
+        done = {i: path for i, path in done.items() if i in mine}
+        todo = [i for i in mine if i not in done]
         if done:
             log.info("resuming", finished=len(done), remaining=len(todo))
         if not todo:
-            return [done[i] for i in range(n_segments)], len(done)
+            return [done[i] for i in mine], len(done)
         if self.sel.generator_spec.history_frames and work is not None and todo[0] > 0:
             # a generator that continues from its previous output resumes from the history
             # saved with the last finished segment, exactly as an uninterrupted run would
@@ -505,7 +560,7 @@ class Pipeline:
         if self._errors:
             raise self._errors[0]
         merged = {**done, **written}
-        return [merged[i] for i in range(n_segments)], len(done)
+        return [merged[i] for i in mine], len(done)
 
     # ------------------------------------------------------------------ threads
 
