@@ -325,27 +325,26 @@ class Pipeline:
         if work is not None:
             work.release(remove=not self.settings.keep_work)
         frames = None if file_output else result
-        return SyncResult(
+        return self._result(
+            resumed,
             output=self.output if file_output else None,
             frames=frames,
             audio=None if file_output else audio,
-            plan=plan,
-            fps=plan.fps,
-            num_frames=plan.num_frames,
-            duration=plan.num_frames / plan.fps,
-            stats=dict(self.stats.stages),
-            resumed_segments=resumed,
-            oom_recoveries=self.recoveries,
-            memory=self.memory,
             work_dir=work.path if work is not None and self.settings.keep_work else None,
-            wall_seconds=time.perf_counter() - self._started,
-            peak_rss_bytes=self._peak_rss,
         )
 
     def _part_result(self, segments: list[Any], resumed: int, work: WorkDir) -> SyncResult:
+        return self._result(
+            resumed,
+            output=None,
+            work_dir=work.path,
+            part=self.part,
+            segment_files=[Path(s) for s in segments],
+        )
+
+    def _result(self, resumed: int, **fields: Any) -> SyncResult:
         plan = self.plan
         return SyncResult(
-            output=None,
             plan=plan,
             fps=plan.fps,
             num_frames=plan.num_frames,
@@ -354,11 +353,9 @@ class Pipeline:
             resumed_segments=resumed,
             oom_recoveries=self.recoveries,
             memory=self.memory,
-            work_dir=work.path,
             wall_seconds=time.perf_counter() - self._started,
             peak_rss_bytes=self._peak_rss,
-            part=self.part,
-            segment_files=[Path(s) for s in segments],
+            **fields,
         )
 
     def _part_range(self, n_segments: int) -> range:
