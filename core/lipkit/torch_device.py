@@ -1,10 +1,12 @@
-"""The torch device for a lipkit device id, for backends (torch is imported on first use)."""
+"""The torch device and dtype for a lipkit device id and precision, for backends (torch is
+imported on first use)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lipkit.errors import ResourceError
+from lipkit.errors import ConfigError, ResourceError
+from lipkit.specs import Precision
 
 if TYPE_CHECKING:
     import torch
@@ -26,3 +28,13 @@ def torch_device(device_id: str) -> torch.device:
             hint="run with --device cpu",
         )
     return device
+
+
+def torch_dtype(precision: Precision | str) -> torch.dtype:
+    """The torch dtype of a lipkit precision (``fp32``, ``fp16``, ``bf16``)."""
+    import torch
+
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if precision not in dtypes:
+        raise ConfigError(f"unknown precision {precision!r}", hint="use fp32, fp16 or bf16")
+    return dtypes[precision]

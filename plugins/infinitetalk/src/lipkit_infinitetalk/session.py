@@ -29,7 +29,7 @@ import torch
 from lipkit.config import read_json_model
 from lipkit.errors import ConfigError, ModelError
 from lipkit.interfaces import GenerationBatch, GeneratorContext, GeneratorSession
-from lipkit.torch_device import torch_device
+from lipkit.torch_device import torch_device, torch_dtype
 from lipkit_infinitetalk.colour import match_lab
 from lipkit_infinitetalk.conditioning import (
     ClipImageEncoder,
@@ -68,8 +68,6 @@ from lipkit_infinitetalk.windows import DEFAULT_WINDOW, Window, plan_windows
 
 log = structlog.get_logger(__name__)
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
 
 def transformer_config(p: InfiniteTalkParams) -> InfiniteTalkConfig:
     """The published I2V-14B architecture, or the one in ``transformer_config``."""
@@ -88,7 +86,9 @@ def prompt_embedding(p: InfiniteTalkParams, home: Path, text_dim: int) -> Prompt
     path = find_prompt_embedding(p, home)
     if path.is_file():
         found = load_prompt_embedding(path, text_dim=text_dim)
-        asked = p.prompt_embedding is not None and "prompt" in p.model_fields_set
+        asked = (
+            p.prompt_embedding is not None and {"prompt", "negative_prompt"} & p.model_fields_set
+        )
         if asked and (found.prompt, found.negative) != (p.prompt, p.negative_prompt):
             raise ConfigError(
                 f"{path} holds the embedding of another prompt ({found.prompt[:60]!r})",
@@ -122,10 +122,8 @@ def load_session(ctx: GeneratorContext, p: InfiniteTalkParams) -> InfiniteTalkSe
     from lipkit_infinitetalk.checkpoint import load_infinitetalk_transformer
     from lipkit_infinitetalk.vae import load_wan_vae
 
-    if ctx.precision not in DTYPES:
-        raise ConfigError(f"infinitetalk cannot run in {ctx.precision}")
     home = ctx.model_home
-    dtype = DTYPES[ctx.precision]
+    dtype = torch_dtype(ctx.precision)
     device = torch_device(ctx.device.id)
     config = transformer_config(p)
     base = base_paths(p, home)

@@ -294,9 +294,9 @@ class LatentSyncGenerator(Generator):
 
     def load(self, ctx: GeneratorContext) -> GeneratorSession:
         # the heavy imports (torch, diffusers) happen here, not when the plugin is discovered
-        from lipkit.torch_device import torch_device
+        from lipkit.torch_device import torch_device, torch_dtype
         from lipkit_latentsync.sampling import SamplingOptions
-        from lipkit_latentsync.session import DTYPES, LatentSyncSession
+        from lipkit_latentsync.session import LatentSyncSession
         from lipkit_latentsync.unet.checkpoint import load_latentsync_unet
         from lipkit_latentsync.vae import load_vae
 
@@ -320,7 +320,7 @@ class LatentSyncGenerator(Generator):
         if ctx.precision not in self.spec.precisions:
             raise ConfigError(f"latentsync cannot run in {ctx.precision}")
         device = torch_device(ctx.device.id)
-        dtype = DTYPES[ctx.precision]
+        dtype = torch_dtype(ctx.precision)
         unet = load_latentsync_unet(unet_path, unet_config(params), dtype=dtype)
         vae: Any = load_vae(vae_path, dtype=dtype)
         plan = ctx.memory

@@ -16,8 +16,6 @@ from lipkit_latentsync.whisper.encoder import WhisperAudioEncoder
 AUDIO_SHAPE = WhisperAudioEncoder.spec.frame_shape
 """One frame's Whisper features: 50 tokens of 384."""
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
 
 class LatentSyncSession(GeneratorSession):
     """Loaded UNet + VAE + scheduler for one job."""
