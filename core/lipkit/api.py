@@ -6,17 +6,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-import structlog
 from pydantic import ValidationError
 
 from lipkit.config import LipkitSettings, deep_merge, format_validation_error, load_settings
 from lipkit.errors import ConfigError, InputError
+from lipkit.logs import get_logger
+from lipkit.media.mp4 import check_output_path
 from lipkit.pipeline.runner import Pipeline, ProgressCallback, finalize_request
 from lipkit.plans import Plan, SyncResult
 from lipkit.plugins import Registry, load_registry
 from lipkit.resolver import Resolver, Selection
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 PathLike = str | os.PathLike[str]
 _SETTING_NAMES = set(LipkitSettings.model_fields)
@@ -51,9 +52,44 @@ def _settings(
     return load_settings(overrides, config_file=Path(config) if config else None)
 
 
-def _check_output(output: Path | None, face: Path, audio: Path | None) -> None:
+_ACCEPTS = {
+    "face": "a path (str or os.PathLike) to a video or image file",
+    "audio": "a path (str or os.PathLike) to an audio file or a video with sound, or None",
+    "output": "a path (str or os.PathLike) for the MP4 to write, or None for frames",
+    "config": "a path (str or os.PathLike) to a lipkit.toml, or None",
+}
+
+
+def as_path(value: Any, argument: str) -> Path:
+    """``value`` as a Path, or a ConfigError that names ``argument`` and what it accepts."""
+    if isinstance(value, str | os.PathLike) and not isinstance(value, bytes):
+        text = os.fspath(value)
+        if isinstance(text, str) and text and "\0" not in text:
+            return Path(text)
+    kind = type(value).__module__ + "." + type(value).__qualname__
+    kind = kind.removeprefix("builtins.")
+    hint = "pass a file name such as 'face.mp4'"
+    if hasattr(value, "shape"):  # numpy arrays, torch tensors
+        hint = "frames in memory must be written to a file first (an MP4 or PNG), then passed"
+    elif isinstance(value, bytes):
+        hint = "decode it first: os.fsdecode(value)"
+    raise ConfigError(
+        f"{argument} must be {_ACCEPTS.get(argument, 'a path')}; got {kind}"
+        + (" (an empty string)" if isinstance(value, str) and not value else ""),
+        hint=hint,
+    )
+
+
+def _optional_path(value: Any, argument: str) -> Path | None:
+    return None if value is None else as_path(value, argument)
+
+
+def _check_output(
+    output: Path | None, face: Path, audio: Path | None, *, writable: bool = False
+) -> None:
     if output is None:
         return
+    check_output_path(output, writable=writable)  # first: a too long name fails is_dir
     if output.is_dir():
         raise ConfigError(f"output {output} is a directory", hint="give a file name like out.mp4")
     resolved = output.resolve()
@@ -74,19 +110,24 @@ def prepare(
     settings: LipkitSettings | None = None,
     registry: Registry | None = None,
     params: dict[str, Any] | None = None,
+    check_writable: bool = False,
     **kwargs: Any,
 ) -> tuple[Selection, LipkitSettings, Registry]:
-    """Resolve a job without running it: (selection, settings, registry)."""
+    """Resolve a job without running it: (selection, settings, registry).
+
+    ``check_writable`` also tries the output's folder for writing (``sync`` does, before any
+    work); without it only what the path itself says is checked (a folder, a too long name).
+    """
     overrides, extra = _split_kwargs(kwargs)
     if backend is not None:
         overrides["backend"] = backend
     all_params = {**extra, **(params or {})}
-    resolved = _settings(overrides, config, settings)
+    resolved = _settings(overrides, _optional_path(config, "config"), settings)
     registry = registry or load_registry()
-    face_path = Path(face)
-    audio_path = Path(audio) if audio is not None else None
-    out_path = Path(output) if output is not None else None
-    _check_output(out_path, face_path, audio_path)
+    face_path = as_path(face, "face")
+    audio_path = _optional_path(audio, "audio")
+    out_path = _optional_path(output, "output")
+    _check_output(out_path, face_path, audio_path, writable=check_writable)
     selection = Resolver(registry, resolved).resolve(face_path, audio_path, out_path, all_params)
     return selection, resolved, registry
 
@@ -143,13 +184,14 @@ def sync(
         settings=settings,
         registry=registry,
         params=params,
+        check_writable=True,
         **kwargs,
     )
     policy_name = selection.plan.choice("memory").implementation
     pipeline = Pipeline(
         selection,
         resolved,
-        Path(output) if output is not None else None,
+        _optional_path(output, "output"),
         memory_policy=registry.memory_policies[policy_name],
         progress=progress,
         part=part,

@@ -26,7 +26,7 @@ from lipkit.api import prepare
 from lipkit.config import LipkitSettings
 from lipkit.face import warp
 from lipkit.interfaces import GenerationBatch, GeneratorContext, StreamInfo
-from lipkit.media.audio import load_audio
+from lipkit.media.audio import open_audio
 from lipkit.media.transform import cover_crop
 from lipkit.pipeline.faces import analyse
 from lipkit.pipeline.length import source_indices
@@ -148,7 +148,7 @@ def run_bench(
             )
         )
 
-    speech = load_audio(plan.inputs.audio_path)
+    speech = open_audio(plan.inputs.audio_path, spill_dir=settings.work_dir or settings.jobs_dir)
     features_box: list[Any] = []
 
     def audio_stage() -> None:
@@ -213,6 +213,7 @@ def run_bench(
     generated = bounds[-1][1]
     stages.append(_timed("generate", generated, generate, note=note))
     session.close()
+    speech.close()
 
     with tempfile.TemporaryDirectory(prefix="lipkit-bench-") as tmp:
         width, height = spec.frame_size or (info.width, info.height)

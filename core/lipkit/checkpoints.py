@@ -18,16 +18,15 @@ import pickle
 import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import structlog
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from lipkit.errors import ModelError
+from lipkit.logs import get_logger
 
 if TYPE_CHECKING:
     import torch
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 """Keys under which training checkpoints keep the model's weights, tried in this order."""
@@ -55,8 +54,10 @@ def _torch() -> Any:
 def read_checkpoint(path: Path, *, what: str) -> dict[str, Any]:
     """The raw top-level dictionary of a checkpoint file (not yet unwrapped).
 
-    ``what`` names the model in messages ("Wav2Lip checkpoint"). Raises ModelError for a missing,
-    truncated, non-checkpoint or code-carrying file.
+    ``what`` names the model in messages ("Wav2Lip checkpoint"). The format is told from the
+    file's first bytes, not its name. Raises ModelError for a missing, empty, truncated or
+    code-carrying file and for one that is not a checkpoint at all (text, JSON, a plain pickle,
+    a zip archive that is not PyTorch's).
     """
     path = Path(path)
     if not path.is_file():
@@ -66,32 +67,102 @@ def read_checkpoint(path: Path, *, what: str) -> dict[str, Any]:
         )
     if path.stat().st_size == 0:
         raise ModelError(f"{what} {path} is empty (0 bytes)", hint="download the file again")
-    if path.suffix == ".safetensors":
+    kind = _sniff(path, what)
+    if kind == "safetensors":
         return _read_safetensors(path, what)
-    torch = _torch()
-    try:
-        # zip-format files are memory-mapped: tensors are paged in from the file as they are
-        # used instead of read into fresh memory first (a 5 GB UNet is not held twice)
-        mmap = zipfile.is_zipfile(path)
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "Weights only load failed" in text or "weights_only" in text:
-            raise ModelError(
-                f"{what} {path} contains pickled Python code, which lipkit refuses to run",
-                hint="use the published checkpoint, or convert this one to .safetensors in a "
-                "trusted environment; first line of the refusal: "
-                + next((line for line in text.splitlines() if line.strip()), "")[:200],
-            ) from None
-        raise _corrupt(path, what, exc) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise _corrupt(path, what, exc) from None
+    data = _torch_load(path, what, mmap=kind == "zip")
     if isinstance(data, Mapping):
         return dict(data)
     raise ModelError(
         f"{what} {path} holds a {type(data).__name__}, not a dictionary of weights",
         hint="give the checkpoint file of the model itself",
     )
+
+
+_LEGACY_MAGIC = b"\x8a\n" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+"""How torch's pre-1.6 format begins (after the pickle header): its magic number, pickled."""
+
+
+def _sniff(path: Path, what: str) -> str:
+    """The file's format from its first bytes: ``zip``, ``legacy``, ``safetensors``, or
+    ``damaged`` (a cut-off file of one of those); a ModelError naming what it is otherwise."""
+    with path.open("rb") as handle:
+        head = handle.read(64)
+    size = path.stat().st_size
+    header_len = int.from_bytes(head[:8], "little") if len(head) >= 9 else 0
+    if head[8:9] == b"{" and 0 < header_len <= size - 8:
+        return "safetensors"
+    if zipfile.is_zipfile(path):
+        if _has_torch_data(path):
+            return "zip"
+        return _refuse(path, what, "a zip archive without PyTorch's data.pkl")
+    if head.startswith(b"\x80") and _LEGACY_MAGIC in head[:32]:
+        return "legacy"
+    if head.startswith(b"PK"):
+        return "damaged"  # a cut-off zip: torch.load says what is wrong
+    if path.suffix == ".safetensors":
+        return "safetensors"  # likewise, through safetensors
+    return _refuse(path, what, _describe(head))
+
+
+def _has_torch_data(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return True  # damaged: torch.load reports it as truncated
+
+
+def _describe(head: bytes) -> str:
+    if head.startswith(b"\x80"):
+        return "a plain Python pickle, not a PyTorch checkpoint (it was not unpickled)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "unknown binary data"
+    stripped = text.lstrip()
+    if stripped[:1] in ("{", "["):
+        return "a JSON (or other text) file"
+    return f"a text file (it begins {stripped[:20]!r})"
+
+
+def _refuse(path: Path, what: str, found: str) -> NoReturn:
+    raise ModelError(
+        f"{path} is not a {what}: it is {found}",
+        hint="give the model's checkpoint file itself (a .pth/.pt/.ckpt saved by PyTorch, or "
+        ".safetensors); `lipkit models list` shows which file each backend reads",
+    )
+
+
+def _torch_load(path: Path, what: str, *, mmap: bool) -> Any:
+    torch = _torch()
+    try:
+        # zip-format files are memory-mapped: tensors are paged in from the file as they are
+        # used instead of read into fresh memory first (a 5 GB UNet is not held twice)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if any(word in text.lower() for word in _CODE_WORDS):
+            raise ModelError(
+                f"{what} {path} contains pickled Python code, which lipkit refuses to run",
+                hint="use the published checkpoint, or convert this one to .safetensors in a "
+                "trusted environment; the refusal: " + _unsupported(text),
+            ) from None
+        raise _corrupt(path, what, exc) from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any parse failure of a damaged file
+        raise _corrupt(path, what, exc) from None
+
+
+_CODE_WORDS = ("global", "class", "reduce", "build")
+"""Words of torch's weights-only refusals that name code (rather than a damaged stream)."""
+
+
+def _unsupported(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    named = (line for line in lines if any(word in line.lower() for word in _CODE_WORDS[:2]))
+    return next(named, lines[0] if lines else "")[:200]
 
 
 def _read_safetensors(path: Path, what: str) -> dict[str, Any]:
@@ -145,7 +216,61 @@ def unwrap_state_dict(data: Mapping[str, Any], *, what: str, path: Path) -> dict
         if name in out:
             raise ModelError(f"{what} {path} has the key {name!r} twice (with and without prefix)")
         out[name] = value
+    check_finite(out, what=what, path=path)
     return out
+
+
+_CHUNK = 1 << 24
+"""Elements per counting call: bounds the temporaries of counting to a few tens of MB."""
+
+
+def _is_finite(tensor: torch.Tensor) -> bool:
+    """Whether every value is finite: one min/max pass, no temporary the tensor's size.
+
+    min and max propagate NaN, and an infinity is the max or the min, so both are finite
+    exactly when all values are.
+    """
+    if tensor.numel() == 0 or tensor.device.type == "meta":
+        return True
+    torch = _torch()
+    try:
+        low, high = torch.aminmax(tensor)
+    except (RuntimeError, NotImplementedError):  # dtypes without min/max kernels (float8)
+        return _counts(tensor) == (0, 0)
+    return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
+
+
+def _counts(tensor: torch.Tensor) -> tuple[int, int]:
+    """(NaN, infinite) value counts, chunk by chunk."""
+    torch = _torch()
+    flat = tensor.reshape(-1)
+    nan = inf = 0
+    for start in range(0, flat.numel(), _CHUNK):
+        part = flat[start : start + _CHUNK].float()
+        nan += int(torch.isnan(part).sum())
+        inf += int(torch.isinf(part).sum())
+    return nan, inf
+
+
+def check_finite(state: Mapping[str, Any], *, what: str, path: Path | str) -> None:
+    """Raise ModelError if a floating-point tensor of ``state`` holds NaN or infinity.
+
+    Such weights load and run, but make black or frozen output. The check reads each tensor
+    once (memory-mapped files page in from the file) and allocates nothing the model's size.
+    """
+    bad = [
+        key for key, value in state.items() if value.is_floating_point() and not _is_finite(value)
+    ]
+    if not bad:
+        return
+    nan, inf = _counts(state[bad[0]])
+    raise ModelError(
+        f"{what} {path} is damaged: {len(bad)} of {len(state)} tensors hold NaN or infinite "
+        f"values; the first is {bad[0]!r} ({nan:,} NaN and {inf:,} infinite of "
+        f"{state[bad[0]].numel():,} values)",
+        hint="the file is damaged: download it again and compare its size (and sha256) with "
+        "the published one; `lipkit models pull NAME` verifies both",
+    )
 
 
 def load_state_dict(path: Path, *, what: str) -> dict[str, torch.Tensor]:

@@ -17,10 +17,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import structlog
-
 from lipkit import __version__
 from lipkit.errors import ConfigError, JobInterrupted, LipkitError
+from lipkit.logs import show_on_stderr
 
 SUPPRESS = argparse.SUPPRESS
 
@@ -48,7 +47,13 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", default=SUPPRESS, help="lipkit.toml (default ./lipkit.toml)")
     p.add_argument("--preset", default=SUPPRESS, help="talking-head, music-video, social, film")
     p.add_argument("--device", default=SUPPRESS, help="auto, cpu, cuda, cuda:1, mps")
-    p.add_argument("--fps", type=float, default=SUPPRESS, help="frame rate for a still image")
+    p.add_argument(
+        "--fps",
+        type=float,
+        default=SUPPRESS,
+        help="frame rate for a still image or a variable-rate video "
+        "(a constant-rate video keeps its own)",
+    )
     p.add_argument(
         "--length-policy",
         choices=["loop", "pingpong", "trim", "freeze", "repetitive", "sequential"],
@@ -227,9 +232,13 @@ def _print_plan(plan: Any) -> None:
         f"output: {plan.num_frames} frames at {plan.fps:g} fps "
         f"({plan.num_frames / plan.fps:.2f} s), length policy {plan.length_policy}"
     )
+    if plan.fps_reason:
+        print(f"  - frame rate: {plan.fps_reason}")
     if plan.generator_params:
         params = ", ".join(f"{k}={v}" for k, v in plan.generator_params.items())
         print(f"parameters: {params}")
+    for warning in plan.warnings:
+        print(f"WARNING: {warning}")
     for notice in plan.notices:
         print(f"NOTICE: {notice}", file=sys.stderr)
 
@@ -484,17 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(verbose: int, debug: bool) -> None:
-    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="%H:%M:%S"),
-            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
-    )
+    """The command's log output: warnings on stderr; -v adds info, --debug everything."""
+    show_on_stderr(logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING)
 
 
 def _sigterm(signum: int, frame: FrameType | None) -> None:
@@ -507,6 +507,65 @@ threads that spin after each parallel region steal the cores ffmpeg's decoder an
 beside the generator (Wav2Lip on 2 cores, 60 s of 720p: 16.9 -> 18.4 frames/s end to end)."""
 
 
+CLOSED_PIPE_EXIT = 141
+"""Exit code when the reader of the output went away (``lipkit plan --json | head``): 128 +
+SIGPIPE, what a shell reports for any command stopped that way. Nothing more is printed."""
+
+
+def _reader_gone(fd: int) -> bool:
+    """Whether ``fd`` is a pipe or socket whose reading end is closed (POLLERR/POLLHUP)."""
+    import select
+
+    if not hasattr(select, "poll"):  # pragma: no cover - Windows
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    try:
+        events = poller.poll(0)
+    except OSError:
+        return False
+    return any(mask & (select.POLLERR | select.POLLHUP) for _, mask in events)
+
+
+def _silence_closed_streams() -> bool:
+    """Point stdout and stderr, where their reader is gone, at /dev/null (so the interpreter's
+    final flush cannot fail again); True if any was."""
+    closed = False
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            fd = stream.fileno()
+            stream.flush()
+            gone = _reader_gone(fd)
+        except BrokenPipeError:
+            gone = True
+        except (AttributeError, OSError, ValueError):  # replaced or closed streams
+            continue
+        if gone:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+            closed = True
+    return closed
+
+
+def _say(text: str) -> None:
+    """An error message on stderr, unless nobody reads stderr any more."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except BrokenPipeError:
+        _silence_closed_streams()
+
+
+def _internal_error(exc: Exception, debug: bool) -> int:
+    if debug:
+        raise exc
+    _say(
+        f"lipkit: internal error: {type(exc).__name__}: {exc}\n"
+        "  hint: run again with --debug for a traceback, and report it"
+    )
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     for name, value in OPENMP_DEFAULTS.items():
         if "torch" not in sys.modules:  # too late once OpenMP is initialised
@@ -517,24 +576,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous: Callable[..., Any] | int | None = signal.signal(signal.SIGTERM, _sigterm)
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return code
+    except BrokenPipeError as exc:
+        # the reader of our output left (`| head`); any other broken pipe is a bug
+        return CLOSED_PIPE_EXIT if _silence_closed_streams() else _internal_error(exc, args.debug)
     except LipkitError as exc:
         if args.debug:
             raise
-        print(f"lipkit: error: {exc}", file=sys.stderr)
+        _say(f"lipkit: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        print("lipkit: interrupted; run the same command again to resume", file=sys.stderr)
+        _say("lipkit: interrupted; run the same command again to resume")
         return JobInterrupted.exit_code
     except Exception as exc:
-        if args.debug:
-            raise
-        print(
-            f"lipkit: internal error: {type(exc).__name__}: {exc}\n"
-            "  hint: run again with --debug for a traceback, and report it",
-            file=sys.stderr,
-        )
-        return 1
+        return _internal_error(exc, args.debug)
     finally:
         signal.signal(signal.SIGTERM, previous)
 

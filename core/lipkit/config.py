@@ -174,7 +174,12 @@ class LipkitSettings(BaseSettings):
     backend: str = Field(default="auto", description="generator name, or auto")
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, mps")
     preset: str | None = None
-    fps: float = Field(default=25.0, gt=0, le=240, description="frame rate for a still image")
+    fps: float = Field(
+        default=25.0,
+        gt=0,
+        le=240,
+        description="frame rate for a still image or a variable-rate video",
+    )
     length_policy: LengthPolicy | None = Field(
         default=None, description="when audio and face lengths differ; None = backend's choice"
     )
@@ -249,11 +254,21 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
+    """The values of a config file (``--config``, ``LIPKIT_CONFIG`` or ./lipkit.toml);
+    ConfigError naming the file when it is missing, unreadable, not UTF-8 or not TOML."""
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (undecodable byte at offset {exc.start}): "
+            "a config file must be UTF-8 TOML",
+            hint="give a lipkit.toml saved as UTF-8 text (TOML: `key = value` lines under "
+            "[face], [memory], ... sections, as in README.md), or point --config / LIPKIT_CONFIG "
+            "at another file",
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     except OSError as exc:

@@ -17,6 +17,8 @@ Exit codes (also in README.md):
 7    encoding or decoding failed (:class:`MediaError`)
 8    ``lipkit batch``: at least one row failed (the others ran)
 130  interrupted (Ctrl-C); the job resumes when run again
+141  the reader of the output went away (``lipkit plan --json | head``): 128 + SIGPIPE,
+     as a shell reports; nothing more is printed
 ==== ============================================================
 """
 

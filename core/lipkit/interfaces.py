@@ -18,6 +18,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 from pydantic import BaseModel
 
+from lipkit.media.track import AudioTrack
 from lipkit.plans import MemoryPlan, MemoryRequest
 from lipkit.specs import (
     AudioEncoderSpec,
@@ -112,7 +113,12 @@ class MemoryPolicy(ABC):
 
 
 class AudioFeatures(ABC):
-    """Per-video-frame audio conditioning for a whole track, served window by window."""
+    """Per-video-frame audio conditioning for a whole track, served window by window.
+
+    Features are computed lazily, per window or in bounded blocks, from the
+    :class:`~lipkit.media.track.AudioTrack` the encoder was given: memory must not grow with
+    the track's length (no whole-track sample array, spectrogram or feature matrix).
+    """
 
     num_frames: int
 
@@ -121,7 +127,8 @@ class AudioFeatures(ABC):
         """Conditioning for output frames ``frames``: ``float32 [len(frames), *frame_shape]``.
 
         Any index in ``[0, num_frames)`` is valid, in any order; the result for a frame does
-        not depend on which other frames are asked for with it.
+        not depend on which other frames are asked for with it. It may be called from another
+        thread than :meth:`AudioEncoder.encode`; the track stays open until the job ends.
         """
 
 
@@ -132,14 +139,21 @@ class AudioEncoder(ABC):
     @abstractmethod
     def encode(
         self,
-        audio: np.ndarray,
+        audio: np.ndarray | AudioTrack,
         *,
         fps: float,
         num_frames: int,
         params: BaseModel,
         device: DeviceInfo,
     ) -> AudioFeatures:
-        """Encode 16 kHz mono ``audio`` for a video of ``num_frames`` frames at ``fps``."""
+        """Encode 16 kHz mono ``audio`` for a video of ``num_frames`` frames at ``fps``.
+
+        ``audio`` is an :class:`~lipkit.media.track.AudioTrack` (the pipeline passes one, read
+        by sample range from a spill file for long tracks) or a 1-D float32 array (tests, small
+        tools); :func:`lipkit.audio.checks.as_mono_track` checks either and returns a track.
+        Never materialise the whole track (``read(0, len(track))``): read the samples each
+        window or bounded block needs, and any whole-track statistic in a streaming pass.
+        """
 
 
 # --------------------------------------------------------------------------- face processing
@@ -205,6 +219,9 @@ class GenerationBatch:
     history: np.ndarray | None = None  # uint8 [K, S, S, 3] previous generated crops, if declared
     features: AudioFeatures | None = None  # the whole track's features, for windows that reach
     # past the batch (a generator that conditions on the audio of its history frames)
+    source: Callable[[np.ndarray], np.ndarray] | None = None  # whole-frame generators: the
+    # input frames, framed like ``crops``, of any output frame numbers (``int64 [K]`` ->
+    # ``uint8 [K, height, width, 3]``), e.g. a window's reference frame before the batch
 
 
 @dataclass

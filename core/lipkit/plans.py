@@ -104,10 +104,14 @@ class Plan(BaseModel):
     settings: dict[str, Any] = Field(description="the effective settings, as JSON-able data")
     inputs: InputSummary
     fps: float
+    fps_reason: str = Field(default="", description="why the output has this frame rate")
     num_frames: int = Field(description="frames in the output")
     length_policy: LengthPolicy
     seed: int = Field(default=0, description="the generator's seed: the user's, or the backend's")
     notices: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(
+        default_factory=list, description="what is wrong with the inputs but does not stop the job"
+    )
 
     def choice(self, stage: Stage) -> StageChoice:
         for row in self.stages:

@@ -4,8 +4,10 @@ Every plugin, builtin or third-party, is a module named by an entry point in the
 The core's own entry points (distribution ``lipkit``) are always loaded. Third-party ones are
 loaded unless:
 
-- ``LIPKIT_LOAD_PLUGINS`` is set: a comma-separated allow-list of entry-point names (an empty
-  value loads none), as llm does;
+- ``LIPKIT_LOAD_PLUGINS`` is set: a comma-separated allow-list of entry-point names (the
+  names on the left of ``[project.entry-points.lipkit]``, as ``lipkit plugins --all`` lists
+  them; not distribution names), as llm does. An empty value loads none; a name that matches
+  no installed entry point is logged as a warning listing the names that exist;
 - the process is a test run (``sys._called_from_test`` set by a conftest, as pytest and llm do):
   tests register what they need explicitly with ``load_registry(allow=[...])``.
 
@@ -24,7 +26,6 @@ from types import ModuleType
 from typing import Any
 
 import pluggy
-import structlog
 
 from lipkit import hookspecs
 from lipkit.errors import PluginError
@@ -35,9 +36,10 @@ from lipkit.interfaces import (
     MemoryPolicy,
     OutputEncoder,
 )
+from lipkit.logs import get_logger
 from lipkit.specs import DeviceInfo
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 GROUP = "lipkit"
 CORE_DISTRIBUTION = "lipkit"
@@ -86,6 +88,7 @@ class Registry:
     encoders: dict[str, OutputEncoder]
     owners: dict[tuple[str, str], PluginInfo]
     conflicts: list[str]
+    warnings: list[str] = field(default_factory=list)  # allow-list names matching nothing
 
     def devices(self) -> list[DeviceInfo]:
         """Ask every detector; first report of an id wins; cpu is always present."""
@@ -117,30 +120,65 @@ def _is_core(ep: EntryPoint) -> bool:
     return dist.lower() == CORE_DISTRIBUTION or ep.value.startswith("lipkit.builtins.")
 
 
-def _allowed_external(allow: Sequence[str] | None) -> set[str] | None:
-    """Names of third-party plugins to load; None = all."""
+ALLOW_ENV = "LIPKIT_LOAD_PLUGINS"
+
+
+def _allowed_external(allow: Sequence[str] | None) -> tuple[set[str] | None, str]:
+    """Names of third-party plugins to load (None = all), and where the list came from."""
     if allow is not None:
-        return set(allow)
-    env = os.environ.get("LIPKIT_LOAD_PLUGINS")
+        return set(allow), "allow"
+    env = os.environ.get(ALLOW_ENV)
     if env is not None:
-        return {name.strip() for name in env.split(",") if name.strip()}
+        return {name.strip() for name in env.split(",") if name.strip()}, ALLOW_ENV
     if getattr(sys, "_called_from_test", False):
-        return set()
-    return None
+        return set(), "test run"
+    return None, "default"
+
+
+def unmatched_allow(allowed: set[str] | None, eps: Sequence[EntryPoint], source: str) -> list[str]:
+    """Allow-list names that name no installed ``lipkit`` entry point, each with a hint.
+
+    Logs one warning listing them and the entry-point names that exist; a name that is a
+    distribution's name (``lipkit-wav2lip``) points at that distribution's entry points.
+    """
+    names = {ep.name for ep in eps}
+    unmatched = sorted((allowed or set()) - names)
+    if not unmatched:
+        return []
+    by_dist: dict[str, list[str]] = {}
+    for ep in eps:
+        dist = (ep.dist.name if ep.dist is not None else "").lower().replace("_", "-")
+        by_dist.setdefault(dist, []).append(ep.name)
+    messages = []
+    for name in unmatched:
+        meant = by_dist.get(name.lower().replace("_", "-"))
+        tip = f" (that is a distribution; its entry points: {', '.join(meant)})" if meant else ""
+        messages.append(f"{source} names plugin {name!r}, which matches no entry point{tip}")
+    available = sorted(ep.name for ep in eps if not _is_core(ep))
+    log.warning(
+        "plugin allow-list names match no installed entry point",
+        source=source,
+        unmatched=unmatched,
+        available=available,
+        hint=f"{ALLOW_ENV} takes entry-point names; `lipkit plugins --all` lists them",
+    )
+    return messages
 
 
 def load_registry(allow: Sequence[str] | None = None, *, extra: Iterable[object] = ()) -> Registry:
     """Discover plugins and collect their implementations.
 
     ``allow`` names third-party entry points to load (builtins always load); None applies the
-    ``LIPKIT_LOAD_PLUGINS`` / test-mode rules. ``extra`` registers plugin objects directly (tests).
+    ``LIPKIT_LOAD_PLUGINS`` / test-mode rules. Names that match no entry point are logged and
+    listed in ``Registry.warnings``. ``extra`` registers plugin objects directly (tests).
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     infos: list[PluginInfo] = []
-    allowed = _allowed_external(allow)
+    allowed, source = _allowed_external(allow)
 
     eps = _entry_points()
+    warnings = unmatched_allow(allowed, eps, source)
     core_eps = [ep for ep in eps if _is_core(ep)]
     if core_eps:
         for ep in core_eps:
@@ -156,7 +194,9 @@ def load_registry(allow: Sequence[str] | None = None, *, extra: Iterable[object]
         name = getattr(obj, "__name__", None) or f"extra-{index}"
         pm.register(obj, name=name)
         infos.append(PluginInfo(name=name, distribution="(registered)", version="", hooks=[]))
-    return _collect(pm, infos)
+    registry = _collect(pm, infos)
+    registry.warnings = warnings
+    return registry
 
 
 def _register_entry_point(

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from pydantic import BaseModel, ValidationError
 
 from lipkit.config import LipkitSettings, format_validation_error
 from lipkit.errors import ConfigError, InputError, ModelError, PluginError, ResourceError
 from lipkit.interfaces import AudioEncoder, FaceProcessor, Generator, OutputEncoder
+from lipkit.logs import get_logger
 from lipkit.plans import InputSummary, MemoryRequest, Plan, StageChoice
 from lipkit.plugins import Registry, require
 from lipkit.specs import DeviceInfo, GeneratorSpec, LengthPolicy, Stage
@@ -24,7 +24,7 @@ from lipkit.weights import how_to_get, missing_weights, weight_path
 if TYPE_CHECKING:
     from lipkit.media.probe import MediaInfo
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 GPU_KINDS = ("cuda", "rocm")
 DEVICE_PREFERENCE = {"cuda": 3, "rocm": 3, "mps": 2, "cpu": 1}
@@ -363,6 +363,7 @@ class Resolver:
         params: dict[str, Any] | None = None,
     ) -> Selection:
         from lipkit.media.probe import probe_audio, probe_media
+        from lipkit.media.rates import choose_output_rate
         from lipkit.media.transform import transform_info
 
         params = dict(params or {})
@@ -408,11 +409,12 @@ class Resolver:
             )
         out_enc, out_reason = self.choose_encoder(output)
 
-        fps = settings.fps if info.is_still else info.fps
-        static_from = info.transform.source_fps if info.transform is not None else 0.0
-        if info.is_still and static_from > 0 and "fps" not in settings.model_fields_set:
-            fps = static_from  # --static on a video keeps the video's rate, as the reference
+        # --static on a video keeps the video's rate (as the reference); VFR: nominal or --fps
+        info, fps, fps_reason = choose_output_rate(
+            info, settings.fps, "fps" in settings.model_fields_set
+        )
         if spec.fps is not None and fps != spec.fps:
+            fps_reason = f"{spec.fps:g} fps, the only rate {spec.name} makes (not {fps_reason})"
             self.notices.append(
                 f"{spec.name} makes {spec.fps:g} fps video only: "
                 + ("the input is decoded at that rate" if not info.is_still else "--fps ignored")
@@ -509,10 +511,12 @@ class Resolver:
                 audio_seconds=audio_info.seconds,
             ),
             fps=fps,
+            fps_reason=fps_reason,
             num_frames=num_frames,
             length_policy=policy,
             seed=settings.seed if settings.seed is not None else spec.default_seed,
             notices=list(self.notices),
+            warnings=list(info.warnings),
         )
         log.info("plan resolved", backend=spec.name, device=device.id, frames=num_frames)
         return Selection(

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import structlog
 from pydantic import BaseModel
 
 from lipkit.errors import ModelError
+from lipkit.logs import get_logger
 from lipkit.specs import WeightFile
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 def configured_path(weight: WeightFile, params: BaseModel | None) -> Path | None:

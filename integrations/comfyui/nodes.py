@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import structlog
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from lipkit.errors import ConfigError, InputError, LipkitError
+from lipkit.logs import get_logger
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from lipkit.pipeline.runner import Progress
     from lipkit.plans import Plan
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 CATEGORY = "lipkit"
 SPEECH_RATE = 16000

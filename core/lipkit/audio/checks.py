@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from lipkit.errors import InputError
+from lipkit.media.track import AudioTrack
 
 
 def as_mono(audio: np.ndarray) -> np.ndarray:
@@ -28,6 +29,27 @@ def as_mono(audio: np.ndarray) -> np.ndarray:
             hint="re-export the audio as ordinary PCM (for example a 16-bit WAV)",
         )
     return samples.astype(np.float32, copy=False)
+
+
+def as_mono_track(audio: np.ndarray | AudioTrack, sample_rate: int = 16000) -> AudioTrack:
+    """The speech track as an :class:`~lipkit.media.track.AudioTrack`, checked like
+    :func:`as_mono` (InputError if not mono, empty or not finite) without reading it whole.
+
+    An array is checked by :func:`as_mono` and wrapped; a track is returned as is.
+    """
+    if not isinstance(audio, AudioTrack):
+        return AudioTrack.from_array(as_mono(audio), sample_rate=sample_rate)
+    if audio.num_samples == 0:
+        raise InputError(
+            "the audio track is empty (0 samples)",
+            hint="check that the audio file (or the video's own track) contains speech",
+        )
+    if not audio.finite:
+        raise InputError(
+            "the audio contains NaN or infinite samples",
+            hint="re-export the audio as ordinary PCM (for example a 16-bit WAV)",
+        )
+    return audio
 
 
 def check_timing(fps: float, num_frames: int) -> None:

@@ -15,14 +15,19 @@ spectrograms, so ``'reflect'`` is the default here and ``'constant'`` is availab
 only changes the first two and the last two spectrogram frames.
 
 The spectrogram is computed in blocks of frames, so the working memory beyond the input and the
-``[80, T]`` result does not grow with the length of the audio.
+``[80, T]`` result does not grow with the length of the audio. :func:`spectrogram_columns`
+computes any range of columns from the samples it covers, so an encoder can serve a video
+frame's window from an :class:`~lipkit.media.track.AudioTrack` without reading it whole.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
+
+from lipkit.media.track import AudioTrack
 
 SAMPLE_RATE = 16000
 """Sample rate the spectrogram is defined for (Hz)."""
@@ -119,13 +124,14 @@ def num_mel_frames(num_samples: int) -> int:
 
 
 def _preemphasised_segment(
-    audio: np.ndarray, start: int, stop: int, pad_mode: PadMode
+    read: Callable[[int, int], np.ndarray], n: int, start: int, stop: int, pad_mode: PadMode
 ) -> np.ndarray:
     """Samples ``[start, stop)`` of the pre-emphasised, centre-padded signal (padded coordinates).
 
-    Only for signals longer than ``N_FFT // 2`` samples, where one reflection covers the padding.
+    ``read(lo, hi)`` gives samples ``[lo, hi)`` of the ``n``-sample signal; only the range the
+    segment covers (after reflection) is read. Only for signals longer than ``N_FFT // 2``
+    samples, where one reflection covers the padding.
     """
-    n = audio.shape[0]
     pad = N_FFT // 2
     idx = np.arange(start - pad, stop - pad, dtype=np.int64)
     inside = (idx >= 0) & (idx < n)
@@ -134,8 +140,10 @@ def _preemphasised_segment(
         idx = np.where(idx >= n, 2 * (n - 1) - idx, idx)
         inside = np.ones_like(inside)
     idx = np.clip(idx, 0, n - 1)
-    previous = np.where(idx > 0, audio[np.maximum(idx - 1, 0)].astype(np.float64), 0.0)
-    values = audio[idx].astype(np.float64) - PREEMPHASIS * previous
+    lo, hi = max(int(idx.min()) - 1, 0), int(idx.max()) + 1
+    chunk = read(lo, hi)
+    previous = np.where(idx > 0, chunk[np.maximum(idx - 1, 0) - lo].astype(np.float64), 0.0)
+    values = chunk[idx - lo].astype(np.float64) - PREEMPHASIS * previous
     return np.where(inside, values, 0.0)
 
 
@@ -154,8 +162,73 @@ def _normalise(mel: np.ndarray) -> np.ndarray:
     return np.clip(scaled, -MAX_ABS_VALUE, MAX_ABS_VALUE)
 
 
+def _as_signal(audio: np.ndarray | AudioTrack) -> tuple[Callable[[int, int], np.ndarray], int]:
+    """``(read(lo, hi), num_samples)`` over 1-D audio; ValueError for empty or non-1-D input."""
+    if isinstance(audio, AudioTrack):
+        n = audio.num_samples
+        read: Callable[[int, int], np.ndarray] = audio.read
+    else:
+        x = np.asarray(audio)
+        if x.dtype not in (np.float32, np.float64):
+            x = x.astype(np.float64)
+        if x.ndim != 1:
+            raise ValueError(f"audio must be 1-D mono samples, got shape {x.shape}")
+        n = x.shape[0]
+
+        def read(lo: int, hi: int) -> np.ndarray:
+            return x[lo:hi]
+
+    if n == 0:
+        raise ValueError("audio is empty")
+    return read, n
+
+
+def _check_options(pad_mode: PadMode, block_frames: int) -> None:
+    if pad_mode not in ("reflect", "constant"):
+        raise ValueError(f"pad_mode must be 'reflect' or 'constant', got {pad_mode!r}")
+    if block_frames < 1:
+        raise ValueError("block_frames must be positive")
+
+
+def spectrogram_columns(
+    audio: np.ndarray | AudioTrack,
+    first: int,
+    last: int,
+    *,
+    pad_mode: PadMode = "reflect",
+    block_frames: int = _BLOCK_FRAMES,
+) -> np.ndarray:
+    """Columns ``[first, last)`` of :func:`log_mel_spectrogram` of ``audio``: ``float32 [80, k]``.
+
+    Reads only the samples those columns cover (column ``c`` spans samples ``200 c - 400`` to
+    ``200 c + 400``, reflected or zero-padded at the ends), ``block_frames`` columns at a time,
+    so ``audio`` may be an :class:`~lipkit.media.track.AudioTrack` that is never read whole.
+    Equal to the whole spectrogram's columns to float rounding (the same samples, the same
+    arithmetic; only the matrix-product blocking may differ). The range is clamped to ``[0, T)``.
+    """
+    read, n = _as_signal(audio)
+    _check_options(pad_mode, block_frames)
+    total = num_mel_frames(n)
+    first, last = max(0, int(first)), min(total, int(last))
+    out = np.empty((N_MELS, max(0, last - first)), dtype=np.float32)
+    window = hann_window(N_FFT)
+    filters = mel_filterbank()
+    short = _short_padded_signal(read(0, n), pad_mode) if n <= N_FFT // 2 else None
+    for a in range(first, last, block_frames):
+        b = min(last, a + block_frames)
+        start, stop = a * HOP_LENGTH, (b - 1) * HOP_LENGTH + N_FFT
+        if short is not None:
+            segment = short[start:stop]
+        else:
+            segment = _preemphasised_segment(read, n, start, stop, pad_mode)
+        frames = np.lib.stride_tricks.sliding_window_view(segment, N_FFT)[::HOP_LENGTH]
+        magnitude = np.abs(np.fft.rfft(frames * window, axis=1))
+        out[:, a - first : b - first] = _normalise(filters @ magnitude.T)
+    return out
+
+
 def log_mel_spectrogram(
-    audio: np.ndarray,
+    audio: np.ndarray | AudioTrack,
     *,
     pad_mode: PadMode = "reflect",
     block_frames: int = _BLOCK_FRAMES,
@@ -164,34 +237,12 @@ def log_mel_spectrogram(
 
     ``T = 1 + len(audio) // 200``. ``pad_mode`` picks the centre padding (see the module notes);
     ``block_frames`` bounds the working memory. Raises ValueError for empty or non-1-D input.
+    For long tracks prefer :func:`spectrogram_columns` on the columns needed.
     """
-    x = np.asarray(audio)
-    if x.dtype not in (np.float32, np.float64):
-        x = x.astype(np.float64)
-    if x.ndim != 1:
-        raise ValueError(f"audio must be 1-D mono samples, got shape {x.shape}")
-    if x.shape[0] == 0:
-        raise ValueError("audio is empty")
-    if pad_mode not in ("reflect", "constant"):
-        raise ValueError(f"pad_mode must be 'reflect' or 'constant', got {pad_mode!r}")
-    if block_frames < 1:
-        raise ValueError("block_frames must be positive")
-    total = num_mel_frames(x.shape[0])
-    window = hann_window(N_FFT)
-    filters = mel_filterbank()
-    out = np.empty((N_MELS, total), dtype=np.float32)
-    short = _short_padded_signal(x, pad_mode) if x.shape[0] <= N_FFT // 2 else None
-    for first in range(0, total, block_frames):
-        last = min(total, first + block_frames)
-        start, stop = first * HOP_LENGTH, (last - 1) * HOP_LENGTH + N_FFT
-        if short is not None:
-            segment = short[start:stop]
-        else:
-            segment = _preemphasised_segment(x, start, stop, pad_mode)
-        frames = np.lib.stride_tricks.sliding_window_view(segment, N_FFT)[::HOP_LENGTH]
-        magnitude = np.abs(np.fft.rfft(frames * window, axis=1))
-        out[:, first:last] = _normalise(filters @ magnitude.T)
-    return out
+    _, n = _as_signal(audio)
+    return spectrogram_columns(
+        audio, 0, num_mel_frames(n), pad_mode=pad_mode, block_frames=block_frames
+    )
 
 
 def window_starts(
@@ -247,19 +298,39 @@ def mel_windows(
     which makes the mouth move faster; ``m < 1`` slower. ``m == 1`` is exactly the reference.
     """
     padded = pad_to_window(np.asarray(mel, dtype=np.float32))
+    return gathered_windows(
+        lambda columns: padded[:, columns],
+        padded.shape[1],
+        frames,
+        fps=fps,
+        mel_step_multiplier=mel_step_multiplier,
+        sync_offset=sync_offset,
+    )
+
+
+def gathered_windows(
+    gather: Callable[[np.ndarray], np.ndarray],
+    total: int,
+    frames: np.ndarray,
+    *,
+    fps: float,
+    mel_step_multiplier: float = 1.0,
+    sync_offset: int = 0,
+) -> np.ndarray:
+    """:func:`mel_windows` over a spectrogram of ``total`` (>= 16) columns that is not held:
+    ``gather(columns)`` returns ``mel[:, columns]`` for an int64 index array of any shape."""
     if mel_step_multiplier <= 0:
         raise ValueError(f"mel_step_multiplier must be positive, got {mel_step_multiplier}")
-    total = padded.shape[1]
     starts = window_starts(frames, fps=fps, num_spec_frames=total, sync_offset=sync_offset)
     offsets = np.arange(WINDOW_FRAMES, dtype=np.float64)
     if mel_step_multiplier == 1.0:
         columns = starts[:, None] + offsets.astype(np.int64)[None, :]
-        return np.ascontiguousarray(np.moveaxis(padded[:, columns], 0, 1))
+        return np.ascontiguousarray(np.moveaxis(gather(columns), 0, 1), dtype=np.float32)
     centre = (WINDOW_FRAMES - 1) / 2.0
     points = starts[:, None] + centre + (offsets[None, :] - centre) * float(mel_step_multiplier)
     points = np.clip(points, 0.0, total - 1.0)
     low = np.floor(points).astype(np.int64)
     high = np.minimum(low + 1, total - 1)
     weight = (points - low).astype(np.float32)
-    out = padded[:, low] * (1.0 - weight) + padded[:, high] * weight
+    out = gather(low) * (1.0 - weight) + gather(high) * weight
     return np.ascontiguousarray(np.moveaxis(out, 0, 1), dtype=np.float32)

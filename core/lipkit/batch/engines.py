@@ -23,12 +23,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-import structlog
-
 from lipkit.batch.jobs import BatchState, JobRow, RowResult, RowTask, failed, prepare_task
 from lipkit.errors import ConfigError, LipkitError
+from lipkit.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 LogConfig = tuple[int, bool]
 """(verbose, debug) as the `lipkit` command takes them; workers log like the command."""

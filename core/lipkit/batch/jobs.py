@@ -19,14 +19,14 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from lipkit.config import LipkitSettings, load_settings
 from lipkit.errors import ConfigError, LipkitError
+from lipkit.logs import get_logger
 from lipkit.pipeline.workdir import content_key
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 PATH_COLUMNS = ("face", "audio", "output")
 REQUIRED_COLUMNS = ("face", "output")

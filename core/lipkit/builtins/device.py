@@ -14,12 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from lipkit.hookspecs import hookimpl
+from lipkit.logs import get_logger
 from lipkit.specs import DeviceInfo
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DETECTOR = "builtin"
 """Value of ``DeviceInfo.detector`` for devices this module reports."""

@@ -32,17 +32,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import structlog
 
 from lipkit.errors import PluginError
 from lipkit.hookspecs import hookimpl
 from lipkit.interfaces import Detection, FaceProcessor, FaceSession, as_frame_batch
+from lipkit.logs import get_logger
 from lipkit.specs import DeviceInfo, FaceProcessorSpec
 
 if TYPE_CHECKING:
     from lipkit.config import FaceSettings
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 CHIN_EXTENSION = 0.18

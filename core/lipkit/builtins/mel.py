@@ -5,24 +5,27 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from lipkit.audio.checks import as_mono, check_timing, frame_indices
+from lipkit.audio.checks import as_mono_track, check_timing, frame_indices
 from lipkit.audio.mel import (
     FEATURE_RATE,
     N_MELS,
     WINDOW_FRAMES,
     PadMode,
+    gathered_windows,
     log_mel_spectrogram,
-    mel_windows,
+    num_mel_frames,
     pad_to_window,
+    spectrogram_columns,
 )
 from lipkit.hookspecs import hookimpl
 from lipkit.interfaces import AudioEncoder, AudioFeatures, as_params
+from lipkit.logs import get_logger
+from lipkit.media.track import AudioTrack, as_track
 from lipkit.specs import AudioEncoderSpec, DeviceInfo
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class MelParams(BaseModel):
@@ -53,28 +56,64 @@ class MelParams(BaseModel):
 
 
 class MelFeatures(AudioFeatures):
-    """A track's normalised log-mel spectrogram, served as 16-frame windows per video frame."""
+    """A track's normalised log-mel spectrogram, served as 16-frame windows per video frame.
+
+    The spectrogram is not held: each :meth:`window` call computes the columns its windows
+    need from the samples they cover (:func:`lipkit.audio.mel.spectrogram_columns`), so memory
+    does not grow with the track's length. Columns equal the whole-track spectrogram's to float
+    rounding. A track shorter than one window (< 3000 samples) is computed once, padded.
+    """
 
     def __init__(
         self,
-        mel: np.ndarray,
+        audio: np.ndarray | AudioTrack,
         *,
         fps: float,
         num_frames: int,
         mel_step_multiplier: float = 1.0,
         sync_offset: int = 0,
+        pad_mode: PadMode = "reflect",
     ) -> None:
-        self.mel = pad_to_window(np.asarray(mel, dtype=np.float32))
+        self.track = as_track(audio)
         self.fps = float(fps)
         self.num_frames = int(num_frames)
         self.mel_step_multiplier = float(mel_step_multiplier)
         self.sync_offset = int(sync_offset)
+        self.pad_mode: PadMode = pad_mode
+        self.num_columns = num_mel_frames(self.track.num_samples)
+        self._small: np.ndarray | None = None
+        if self.num_columns < WINDOW_FRAMES:
+            self._small = pad_to_window(log_mel_spectrogram(self.track, pad_mode=pad_mode))
+
+    @property
+    def mel(self) -> np.ndarray:
+        """The whole spectrogram ``float32 [80, max(T, 16)]``, computed on each access (tests)."""
+        if self._small is not None:
+            return self._small
+        return log_mel_spectrogram(self.track, pad_mode=self.pad_mode)
+
+    def columns(self, index: np.ndarray) -> np.ndarray:
+        """``mel[:, index]`` for int64 column indices of any shape, computing only those runs."""
+        if self._small is not None:
+            return self._small[:, index]
+        wanted = np.unique(index)
+        if wanted.size == 0:
+            return np.zeros((N_MELS, *np.shape(index)), dtype=np.float32)
+        breaks = np.flatnonzero(np.diff(wanted) > WINDOW_FRAMES) + 1
+        pieces = []
+        for run in np.split(wanted, breaks):
+            first = int(run[0])
+            block = spectrogram_columns(self.track, first, int(run[-1]) + 1, pad_mode=self.pad_mode)
+            pieces.append(block[:, run - first])
+        values = np.concatenate(pieces, axis=1)
+        return values[:, np.searchsorted(wanted, index)]
 
     def window(self, frames: np.ndarray) -> np.ndarray:
         """Windows for output frames ``frames``: ``float32 [len(frames), 80, 16]``."""
         index = frame_indices(frames, self.num_frames)
-        return mel_windows(
-            self.mel,
+        return gathered_windows(
+            self.columns,
+            max(self.num_columns, WINDOW_FRAMES),
             index,
             fps=self.fps,
             mel_step_multiplier=self.mel_step_multiplier,
@@ -96,34 +135,35 @@ class MelAudioEncoder(AudioEncoder):
 
     def encode(
         self,
-        audio: np.ndarray,
+        audio: np.ndarray | AudioTrack,
         *,
         fps: float,
         num_frames: int,
         params: BaseModel,
         device: DeviceInfo,
     ) -> AudioFeatures:
-        """Compute the spectrogram of ``audio`` once and return its per-frame windows."""
+        """Return per-frame windows of ``audio``'s spectrogram, computed window by window."""
         settings = as_params(params, MelParams)
         check_timing(fps, num_frames)
-        samples = as_mono(audio)
-        mel = log_mel_spectrogram(samples, pad_mode=settings.pad_mode)
+        track = as_mono_track(audio)
+        features = MelFeatures(
+            track,
+            fps=fps,
+            num_frames=num_frames,
+            mel_step_multiplier=settings.mel_step_multiplier,
+            sync_offset=settings.sync_offset,
+            pad_mode=settings.pad_mode,
+        )
         log.debug(
-            "mel spectrogram",
-            samples=int(samples.size),
-            mel_frames=int(mel.shape[1]),
+            "mel features planned",
+            samples=track.num_samples,
+            mel_frames=features.num_columns,
             video_frames=int(num_frames),
             fps=float(fps),
             sync_offset=settings.sync_offset,
             mel_step_multiplier=settings.mel_step_multiplier,
         )
-        return MelFeatures(
-            mel,
-            fps=fps,
-            num_frames=num_frames,
-            mel_step_multiplier=settings.mel_step_multiplier,
-            sync_offset=settings.sync_offset,
-        )
+        return features
 
 
 @hookimpl

@@ -20,7 +20,6 @@ from typing import ClassVar
 
 import cv2
 import numpy as np
-import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from lipkit.audio.mel import MAX_ABS_VALUE
@@ -32,9 +31,10 @@ from lipkit.interfaces import (
     GeneratorSession,
     as_params,
 )
+from lipkit.logs import get_logger
 from lipkit.specs import MIB, GeneratorSpec
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 MOUTH_REGION = (0.2, 0.55, 0.8, 0.95)
 """What the preview may change, (x0, y0, x1, y1) as fractions of the crop side."""

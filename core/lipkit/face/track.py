@@ -40,13 +40,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import structlog
 
 from lipkit.config import FaceSettings
 from lipkit.errors import ConfigError
 from lipkit.interfaces import Detection
+from lipkit.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _FORMAT_VERSION = 1
 

@@ -3,6 +3,23 @@
 Every call goes through here so that paths are always passed in a form ffmpeg cannot mistake for
 an option or a protocol (``file:`` + an absolute path), frame rates are exact rationals, and a
 failure reports the last lines of ffmpeg's own stderr.
+
+No ffmpeg outlives the lipkit process that started it, however that process ends (SIGKILL
+included), on Linux and macOS. On POSIX every ffmpeg is started through a tiny supervisor,
+``python -I -S -c`` :data:`_SUPERVISOR`, in a new session (so ffmpeg and its supervisor form one
+process group) and holding the read end of a *lifeline* pipe whose write end only the lipkit
+process holds (close-on-exec, never passed to a child). The supervisor starts ffmpeg with
+``posix_spawnp`` (ffmpeg inherits the very pipes and stderr file, so frames flow straight
+between lipkit and ffmpeg: no copying, no per-frame cost) and blocks reading the lifeline in a
+thread. When lipkit dies the kernel closes the write end, the read returns end-of-file and the
+supervisor kills its group: ffmpeg and itself. This does not depend on which thread started
+ffmpeg (Linux's ``PR_SET_PDEATHSIG`` fires when the forking *thread* exits, and lipkit starts
+ffmpeg from short-lived decode and encode threads) and needs no ``preexec_fn`` (unsafe with
+threads). The handle lipkit keeps (:class:`_GroupPopen`) signals the whole group, so killing it
+kills ffmpeg, and the supervisor exits with ffmpeg's own status. The cost is one small Python
+start (about 20 ms) per ffmpeg process. A process that forks without exec (multiprocessing's
+``fork`` start method) shares the lifeline, so its ffmpegs then live until both are gone.
+Elsewhere (Windows) ffmpeg is started directly.
 """
 
 from __future__ import annotations
@@ -12,18 +29,19 @@ import functools
 import io
 import os
 import subprocess
+import sys
 import tempfile
+import threading
 import weakref
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, cast
-
-import structlog
+from typing import IO, Any, cast
 
 from lipkit.errors import MediaError
+from lipkit.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 STDERR_TAIL_LINES = 12
 """How many of ffmpeg's last stderr lines an error message quotes."""
@@ -103,13 +121,101 @@ def run_ffmpeg(
     """
     cmd = [*base_args(), *args]
     log.debug("ffmpeg run", action=action, args=list(args))
+    proc = spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        done = subprocess.run(cmd, capture_output=True, check=False)
-    except OSError as exc:
-        raise MediaError(f"cannot start ffmpeg ({cmd[0]}): {exc}") from None
+        out, err = proc.communicate()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    done = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
     if check and done.returncode != 0:
         raise media_error(action, decode_text(done.stderr))
     return done
+
+
+# --------------------------------------------------------------------------- spawning
+
+_SUPERVISOR = """\
+import os, signal, sys, threading
+life = int(sys.argv[1])
+os.set_inheritable(life, False)
+def die(*_):
+    os.killpg(0, signal.SIGKILL)
+signal.signal(signal.SIGTERM, die)
+defaults = [getattr(signal, n) for n in ("SIGPIPE", "SIGXFSZ", "SIGXFZ") if hasattr(signal, n)]
+try:
+    pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ, setsigdef=defaults)
+except OSError as exc:
+    sys.stderr.write(f"cannot start ffmpeg ({sys.argv[2]}): {exc}\\n")
+    os._exit(127)
+os.close(0)
+os.close(1)
+def watch():
+    while os.read(life, 64):
+        pass
+    die()
+threading.Thread(target=watch, daemon=True).start()
+status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+if status < 0:  # ffmpeg died of a signal: die of the same one
+    try:
+        signal.signal(-status, signal.SIG_DFL)
+    except (OSError, ValueError):
+        pass
+    os.kill(os.getpid(), -status)
+os._exit(status)
+"""
+"""The supervisor: start ffmpeg, kill the group when the lifeline closes, exit as ffmpeg did."""
+
+_lifeline_lock = threading.Lock()
+_lifeline: tuple[int, int, int] | None = None  # (owner pid, read end, write end)
+
+
+def _lifeline_fd() -> int:
+    """The read end of this process's lifeline pipe (made once per process; see the docstring)."""
+    global _lifeline
+    with _lifeline_lock:
+        if _lifeline is None or _lifeline[0] != os.getpid():  # none yet, or a forked child
+            read_end, write_end = os.pipe()  # both close-on-exec
+            _lifeline = (os.getpid(), read_end, write_end)
+        return _lifeline[1]
+
+
+class _GroupPopen(subprocess.Popen[bytes]):
+    """A supervised ffmpeg: signals go to its whole process group (supervisor and ffmpeg)."""
+
+    def send_signal(self, sig: int) -> None:
+        self.poll()
+        if self.returncode is None:  # not reaped: the group (led by this pid) still exists
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, sig)
+
+
+def spawn(cmd: Sequence[str], **pipes: Any) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` (an ffmpeg command line) so that it dies with this process.
+
+    ``pipes`` are Popen's ``stdin``, ``stdout`` and ``stderr``. Raises MediaError when the
+    process cannot be started.
+    """
+    try:
+        if os.name != "posix" or not sys.executable:
+            return subprocess.Popen(list(cmd), **pipes)
+        supervisor = [sys.executable, "-I", "-S", "-c", _SUPERVISOR, str(_lifeline_fd())]
+        _check_executable(cmd[0])
+        return _GroupPopen(
+            [*supervisor, *cmd], pass_fds=(_lifeline_fd(),), start_new_session=True, **pipes
+        )
+    except OSError as exc:
+        raise MediaError(f"cannot start ffmpeg ({cmd[0]}): {exc}") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _check_executable(exe: str) -> None:
+    """OSError unless ``exe`` names a program that can be run (checked once per name)."""
+    import shutil
+
+    if shutil.which(exe) is None:
+        raise FileNotFoundError(f"no such executable: {exe}")
 
 
 def decode_text(data: bytes) -> str:
@@ -147,7 +253,8 @@ class FfmpegProcess:
     """A running ffmpeg with pipes on stdin and/or stdout and its stderr kept in a temp file.
 
     The process is killed and reaped by :meth:`kill`, by :meth:`wait` on success, and when this
-    object is garbage collected or the interpreter exits, so no ffmpeg outlives its owner.
+    object is garbage collected or the interpreter exits; if the process dies without any of
+    that (SIGKILL), the lifeline (see the module docstring) ends it. No ffmpeg outlives its owner.
     """
 
     def __init__(
@@ -163,15 +270,15 @@ class FfmpegProcess:
         # closed by the finalizer below, with the process
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         try:
-            self.proc: subprocess.Popen[bytes] = subprocess.Popen(
+            self.proc: subprocess.Popen[bytes] = spawn(
                 cmd,
                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
                 stderr=self._stderr,
             )
-        except OSError as exc:
+        except MediaError:
             self._stderr.close()
-            raise MediaError(f"cannot start ffmpeg ({cmd[0]}): {exc}") from None
+            raise
         if os.name == "posix":
             _widen_pipe(self.proc.stdin, pipe_size)
             _widen_pipe(self.proc.stdout, pipe_size)

@@ -10,8 +10,8 @@ the output under a temporary name before renaming it into place. Every run uses 
 
 from __future__ import annotations
 
-import contextlib
 import os
+import tempfile
 import uuid
 import weakref
 from fractions import Fraction
@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 import numpy as np
-import structlog
 
 from lipkit.config import OutputSettings
-from lipkit.errors import MediaError
+from lipkit.errors import InputError, MediaError
 from lipkit.interfaces import FinalizeRequest, FrameSink, StreamInfo
+from lipkit.logs import get_logger
 from lipkit.media.ffmpeg import (
     FfmpegProcess,
     file_arg,
@@ -34,7 +34,7 @@ from lipkit.media.ffmpeg import (
     seconds_arg,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 PARTIAL_SUFFIX = ".partial"
 """Appended to a segment's path while it is being written."""
@@ -52,8 +52,65 @@ def container_format(path: Path) -> str:
 
 
 def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    """Delete a temporary file if it is there; a cleanup never hides the error being raised."""
+    try:
         path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.debug("temporary file not removed", path=str(path), error=exc.strerror)
+
+
+_TOKEN_CHARS = 12
+
+
+def _partial_output(output: Path, token: str) -> Path:
+    """Where :func:`finalize_mp4` writes ``output`` before renaming it into place."""
+    return output.with_name(f".{output.name}.{token}{PARTIAL_SUFFIX}")
+
+
+def _existing_folder(output: Path) -> Path:
+    """The output's nearest existing folder (the rest is created); InputError if a file."""
+    folder = output.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(
+            f"cannot write the output {output}: {folder} is a file, not a folder",
+            hint="choose an output path in a folder",
+        )
+    return folder
+
+
+def check_output_path(output: Path, *, writable: bool = True) -> None:
+    """Fail before any work, with :class:`InputError`, for an output that cannot be written:
+    a parent that is a file, a name too long for its file system (with the temporary name the
+    writer uses), and (``writable``) a folder that refuses a new file (read-only, no
+    permission). What can only fail at the end (a full disk) is a MediaError from the writer.
+    """
+    folder = _existing_folder(output)
+    longest = _partial_output(output, "0" * _TOKEN_CHARS).name
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    if len(os.fsencode(longest)) > limit:
+        raise InputError(
+            f"the output file name is {len(os.fsencode(output.name))} bytes long; this file "
+            f"system takes names of at most {limit - (len(longest) - len(output.name))} here",
+            hint="choose a shorter output file name",
+        )
+    if writable:
+        try:
+            handle, probe = tempfile.mkstemp(prefix=".lipkit-write-check-", dir=folder)
+        except OSError as exc:
+            raise InputError(
+                f"cannot write the output {output}: {folder} is not writable "
+                f"({exc.strerror or type(exc).__name__})",
+                hint="choose an output path in a writable folder",
+            ) from None
+        os.close(handle)
+        _remove(Path(probe))
 
 
 def _cleanup(process: FfmpegProcess, partial: Path) -> None:
@@ -212,10 +269,9 @@ def finalize_mp4(request: FinalizeRequest) -> Path:
             raise MediaError(
                 f"video segment missing: {segment}", hint="run again without resume to redo it"
             )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex[:12]
+    token = uuid.uuid4().hex[:_TOKEN_CHARS]
     listing = segments[0].parent / f".concat-{token}.ffconcat"
-    partial = output.with_name(f".{output.name}.{token}{PARTIAL_SUFFIX}")
+    partial = _partial_output(output, token)
     args: list[Any] = [
         "-loglevel", "error",
         "-f", "concat", "-safe", "0", "-i", file_arg(listing),
@@ -234,12 +290,19 @@ def finalize_mp4(request: FinalizeRequest) -> Path:
         "-f", container_format(output), "-y", file_arg(partial),
     ]  # fmt: skip
     try:
+        output.parent.mkdir(parents=True, exist_ok=True)
         listing.write_text(
             "ffconcat version 1.0\n" + "".join(_concat_line(s) for s in segments),
             encoding="utf-8",
         )
         run_ffmpeg([str(a) for a in args], action=f"write {output}")
         os.replace(partial, output)
+    except OSError as exc:
+        raise MediaError(
+            f"cannot write the output {output}: {exc.strerror or type(exc).__name__}",
+            hint="check the output folder is writable and has free space; the finished "
+            "segments are kept, so the same command again only redoes this step",
+        ) from exc
     finally:
         _remove(partial)
         _remove(listing)

@@ -20,9 +20,9 @@ from fractions import Fraction
 from types import TracebackType
 
 import numpy as np
-import structlog
 
 from lipkit.errors import InputError, MediaError
+from lipkit.logs import get_logger
 from lipkit.media.ffmpeg import (
     FfmpegProcess,
     file_arg,
@@ -33,7 +33,7 @@ from lipkit.media.ffmpeg import (
 )
 from lipkit.media.probe import MediaInfo
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SKIP_AHEAD_SECONDS = 2.0
 """A forward jump shorter than this is decoded through instead of seeking."""

@@ -6,6 +6,7 @@ cached by the input's content hash and every setting that changes it, so re-runs
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -13,17 +14,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import structlog
 
 from lipkit.config import FaceSettings
 from lipkit.errors import NoFaceError
 from lipkit.face.track import FaceTrack, build_track, fixed_track
 from lipkit.interfaces import Detection, FaceSession
+from lipkit.logs import get_logger
 from lipkit.media.probe import MediaInfo
 from lipkit.media.video import FrameReader
 from lipkit.pipeline.workdir import content_key, file_digest
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 TRACK_CACHE_VERSION = 3
 
@@ -211,6 +212,20 @@ def track_cache_path(
     return cache_dir / "faces" / f"{key[:32]}.npz"
 
 
+def save_track_cache(track: FaceTrack, path: Path) -> None:
+    """Keep the track for re-runs; a cache that cannot be written (a read-only LIPKIT_HOME, a
+    full disk) only costs the next run a new analysis."""
+    partial = path.with_name(f".{os.getpid()}-{path.name}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        track.save(partial)
+        os.replace(partial, path)
+    except OSError as exc:
+        log.warning("face track not cached", path=str(path), error=exc.strerror or str(exc))
+        with contextlib.suppress(OSError):
+            partial.unlink()
+
+
 def start_analysis(
     info: MediaInfo,
     session_factory: Callable[[], FaceSession],
@@ -259,10 +274,7 @@ def start_analysis(
             return
         finally:
             session.close()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{os.getpid()}-{path.name}")
-        track.save(partial)
-        os.replace(partial, path)
+        save_track_cache(track, path)
         if on_done:
             on_done(time.perf_counter() - start, False)
 

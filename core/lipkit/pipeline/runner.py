@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import psutil
-import structlog
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from lipkit.config import FaceSettings, LipkitSettings
@@ -38,19 +37,20 @@ from lipkit.interfaces import (
     OutputEncoder,
     StreamInfo,
 )
-from lipkit.media.audio import load_audio
+from lipkit.logs import get_logger
+from lipkit.media.audio import AudioTrack, open_audio
 from lipkit.media.transform import cover_crop
 from lipkit.pipeline.devmem import free_memory, measure_peak
 from lipkit.pipeline.faces import LiveTrack, start_analysis
 from lipkit.pipeline.length import source_indices
-from lipkit.pipeline.source import SourceFrames
+from lipkit.pipeline.source import FramedSource, SourceFrames
 from lipkit.pipeline.spill import SpillEncoder
-from lipkit.pipeline.workdir import WorkDir, content_key, file_digest
+from lipkit.pipeline.workdir import WorkDir, content_key, file_digest, unusable_work_dir
 from lipkit.plans import MemoryPlan, StageStats, SyncResult
 from lipkit.resolver import Selection
 from lipkit.specs import DeviceInfo
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 QUEUE_DEPTH = 2
 _POLL = 0.1
@@ -167,6 +167,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self._history: np.ndarray | None = None
+        self._framed: FramedSource | None = None  # whole-frame generators' batch.source
         self._fixed: list[tuple[int, int]] | None = None  # the generator's own batches
         self._started = 0.0
         self._process = psutil.Process()
@@ -253,68 +254,45 @@ class Pipeline:
     # ------------------------------------------------------------------ run
 
     def run(self) -> SyncResult:
+        self._track: AudioTrack | None = None
+        try:
+            return self._run()
+        finally:  # the speech track's spill file goes in every path
+            if self._track is not None:
+                self._track.close()
+
+    def _run(self) -> SyncResult:
         self._started = time.perf_counter()
         plan, sel = self.plan, self.sel
         info = sel.face_info
-
-        t = time.perf_counter()
-        audio = load_audio(plan.inputs.audio_path)
-        features = sel.audio_encoder.encode(
-            audio,
-            fps=plan.fps,
-            num_frames=plan.num_frames,
-            params=sel.audio_params,
-            device=plan.device,
-        )
-        self.stats.add("audio", time.perf_counter() - t, plan.num_frames)
-
-        face_settings = self.settings.face
-        if face_settings.detector_precision == "auto":
-            detect = self.memory.stage_precision.get("detect", "fp32")
-            face_settings = face_settings.model_copy(
-                update={"detector_precision": "fp16" if detect == "fp16" else "fp32"}
-            )
-        self._face_settings = face_settings
         self._fixed = self._fixed_batches()
-        live, analysis = self._start_faces(info) if self.sel.face_processor else (None, None)
         width, height = self.sel.generator_spec.frame_size or (info.width, info.height)
         stream = StreamInfo(width=width, height=height, fps=plan.fps)
         file_output = sel.encoder.spec.kind == "file"
         self._encoder = sel.encoder
+        # nothing (no thread, no decoder) starts before the work directory exists
+        work = self._open_work_dir() if file_output else None
         spill: SpillEncoder | None = None
-        if not file_output and self.memory.spill_to_disk:
-            folder = self.settings.work_dir or self.settings.jobs_dir
-            spill = self._encoder = SpillEncoder(folder, plan.num_frames, stream)
-        work = None
-        if file_output:
-            work = WorkDir(
-                self.settings.work_dir or self.settings.jobs_dir,
-                self._job_key(),
-                {"face": str(plan.inputs.face_path), "audio": str(plan.inputs.audio_path)},
-            )
         try:
-            try:
-                segments, resumed = self._render(info, live, features, stream, work)
-            except BaseException:
-                if live is not None:
-                    live.cancel()
-                raise
-            finally:
-                if analysis is not None:
-                    analysis.join()
-            if live is not None:  # an input with no face anywhere fails here, before writing
-                live.upto(info.num_frames - 1)
+            if not file_output and self.memory.spill_to_disk:
+                spill = self._encoder = self._open_spill(stream)
+            t = time.perf_counter()
+            audio = self._track = open_audio(plan.inputs.audio_path, spill_dir=self._work_root())
+            features = sel.audio_encoder.encode(
+                audio,
+                fps=plan.fps,
+                num_frames=plan.num_frames,
+                params=sel.audio_params,
+                device=plan.device,
+            )
+            self.stats.add("audio", time.perf_counter() - t, plan.num_frames)
+            self._face_settings = self._resolved_face_settings()
+            segments, resumed = self._render_with_faces(info, features, stream, work)
             if self.part is not None:  # the segments wait for join_parts
                 assert work is not None
                 work.release(remove=False)
                 return self._part_result(segments, resumed, work)
-            t = time.perf_counter()
-            self._report("finalize", 0, 1, t)
-            result = self._encoder.finalize(
-                finalize_request(self.sel, self.settings, segments, self.output)
-            )
-            self.stats.add("finalize", time.perf_counter() - t, plan.num_frames)
-            self._report("finalize", 1, 1, t)
+            result = self._finalize(segments)
         except BaseException as exc:
             if work is not None:
                 # keep finished segments for a re-run, unless the input itself is unusable
@@ -329,9 +307,65 @@ class Pipeline:
             resumed,
             output=self.output if file_output else None,
             frames=frames,
-            audio=None if file_output else audio,
+            audio=None if file_output else audio.read_all(),
             work_dir=work.path if work is not None and self.settings.keep_work else None,
         )
+
+    def _work_root(self) -> Path:
+        return self.settings.work_dir or self.settings.jobs_dir
+
+    def _open_work_dir(self) -> WorkDir:
+        plan = self.plan
+        return WorkDir(
+            self._work_root(),
+            self._job_key(),
+            {"face": str(plan.inputs.face_path), "audio": str(plan.inputs.audio_path)},
+        )
+
+    def _open_spill(self, stream: StreamInfo) -> SpillEncoder:
+        root = self._work_root()
+        try:
+            return SpillEncoder(root, self.plan.num_frames, stream)
+        except OSError as exc:
+            raise unusable_work_dir(root, exc) from exc
+
+    def _resolved_face_settings(self) -> FaceSettings:
+        """The job's face settings with the detector precision the memory plan chose."""
+        face_settings = self.settings.face
+        if face_settings.detector_precision == "auto":
+            detect = self.memory.stage_precision.get("detect", "fp32")
+            face_settings = face_settings.model_copy(
+                update={"detector_precision": "fp16" if detect == "fp16" else "fp32"}
+            )
+        return face_settings
+
+    def _render_with_faces(
+        self, info: Any, features: AudioFeatures, stream: StreamInfo, work: WorkDir | None
+    ) -> tuple[list[Any], int]:
+        """Start the face analysis (face-crop generators), render, and stop the analysis."""
+        live, analysis = self._start_faces(info) if self.sel.face_processor else (None, None)
+        try:
+            segments, resumed = self._render(info, live, features, stream, work)
+        except BaseException:
+            if live is not None:
+                live.cancel()
+            raise
+        finally:
+            if analysis is not None:
+                analysis.join()
+        if live is not None:  # an input with no face anywhere fails here, before writing
+            live.upto(info.num_frames - 1)
+        return segments, resumed
+
+    def _finalize(self, segments: list[Any]) -> Any:
+        t = time.perf_counter()
+        self._report("finalize", 0, 1, t)
+        result = self._encoder.finalize(
+            finalize_request(self.sel, self.settings, segments, self.output)
+        )
+        self.stats.add("finalize", time.perf_counter() - t, self.plan.num_frames)
+        self._report("finalize", 1, 1, t)
+        return result
 
     def _part_result(self, segments: list[Any], resumed: int, work: WorkDir) -> SyncResult:
         return self._result(
@@ -462,6 +496,8 @@ class Pipeline:
             proc.open(self._face_settings, self._device(self.memory.face_device)) if proc else None
         )
         source = SourceFrames(info)
+        size = self.sel.generator_spec.frame_size
+        self._framed = FramedSource(info, self.plan.length_policy, *size) if size else None
 
         to_work: queue.Queue[_Chunk | None] = queue.Queue(QUEUE_DEPTH)
         to_write: queue.Queue[_Chunk | None] = queue.Queue(QUEUE_DEPTH)
@@ -554,6 +590,8 @@ class Pipeline:
             if face_session is not None:
                 face_session.close()
             source.close()
+            if self._framed is not None:
+                self._framed.close()
         if self._errors:
             raise self._errors[0]
         merged = {**done, **written}
@@ -613,10 +651,11 @@ class Pipeline:
         t0 = time.perf_counter()
         matrices = []
         crops = np.empty((len(with_face), size, size, 3), np.uint8)
+        align = self._aligner(face_session)
         for j, row in enumerate(with_face.tolist()):
             det = track.detection(int(src[row]))
             assert det is not None
-            matrix = face_session.align(det, size)
+            matrix = align(det, size)
             matrices.append(matrix)
             crops[j] = warp.crop(frames[row], matrix, size)
         self.stats.add("crop", time.perf_counter() - t0, len(with_face))
@@ -641,6 +680,15 @@ class Pipeline:
         self.stats.add("paste", time.perf_counter() - t0, len(with_face))
         return frames
 
+    def _aligner(self, face_session: Any) -> Callable[[Any, int], np.ndarray]:
+        """How a face's box becomes its crop: the face processor's own framing, except that a
+        fixed ``face.box`` (``--face-box``) for a box-aligned backend is the crop exactly as
+        given (the reference's ``--box``), whichever detector is installed."""
+        if self.settings.face.box is not None and self.sel.generator_spec.alignment == "box":
+            return lambda det, size: warp.box_affine(det.box, size)
+        align: Callable[[Any, int], np.ndarray] = face_session.align
+        return align
+
     def _whole_frames(self, chunk: _Chunk, features: AudioFeatures) -> np.ndarray:
         """A whole-frame generator: the chunk's frames, framed to its size, are the batch."""
         width, height = self.sel.generator_spec.frame_size or (0, 0)
@@ -651,7 +699,7 @@ class Pipeline:
         audio = features.window(chunk.frames_out)
         self.stats.add("audio_window", time.perf_counter() - t0, len(frames))
         t0 = time.perf_counter()
-        generated = self._generate(chunk.frames_out, frames, audio, features)
+        generated = self._generate(chunk.frames_out, frames, audio, features, self._framed)
         batch = len(frames) if self._fixed else self.memory.batch_sizes["generate"]
         self.stats.add("generate", time.perf_counter() - t0, len(frames), batch)
         return generated
@@ -662,6 +710,7 @@ class Pipeline:
         crops: np.ndarray,
         audio: np.ndarray,
         features: AudioFeatures | None = None,
+        source: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> np.ndarray:
         """Generate in batches of the plan's size; on a real OOM shrink the batch and retry.
 
@@ -676,7 +725,7 @@ class Pipeline:
             for a in range(0, len(crops), size):
                 b = min(len(crops), a + size)
                 batch = GenerationBatch(
-                    frame_numbers[a:b], crops[a:b], audio[a:b], history, features
+                    frame_numbers[a:b], crops[a:b], audio[a:b], history, features, source
                 )
                 out = self._session.generate(batch)
                 if out.shape != crops[a:b].shape or out.dtype != np.uint8:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from lipkit.media.probe import MediaInfo
+from lipkit.media.transform import cover_crop
 from lipkit.media.video import FrameReader
+from lipkit.pipeline.length import source_indices
+from lipkit.specs import LengthPolicy
 
 
 def runs(indices: np.ndarray) -> list[tuple[int, int, int]]:
@@ -65,3 +68,45 @@ class SourceFrames:
 
     def close(self) -> None:
         self._reader.close()
+
+
+class FramedSource:
+    """Input frames of any output frame numbers, framed to a whole-frame generator's size.
+
+    What ``GenerationBatch.source`` calls: output frame numbers -> ``uint8 [K, height, width,
+    3]``, the same pixels the pipeline hands over as ``crops`` for those frames. Opens its own
+    decoder on first use (none for a generator that never asks) and keeps the last few frames.
+    Not thread-safe: called from the generation thread only.
+    """
+
+    KEPT = 16
+
+    def __init__(self, info: MediaInfo, policy: LengthPolicy, width: int, height: int) -> None:
+        self.info = info
+        self.policy = policy
+        self.size = (int(width), int(height))
+        self._frames: SourceFrames | None = None
+        self._kept: dict[int, np.ndarray] = {}
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        numbers = np.asarray(frames, dtype=np.int64).reshape(-1)
+        wanted = source_indices(numbers, self.info.num_frames, self.policy)
+        missing = sorted({int(i) for i in wanted} - set(self._kept))
+        if missing:
+            if self._frames is None:
+                self._frames = SourceFrames(self.info)
+            decoded = self._frames.get(np.asarray(missing, dtype=np.int64))
+            framed = cover_crop(decoded, *self.size)
+            for index, frame in zip(missing, framed, strict=True):
+                self._kept[index] = frame
+        out = np.stack([self._kept[int(i)] for i in wanted]) if len(wanted) else None
+        while len(self._kept) > self.KEPT:
+            self._kept.pop(next(iter(self._kept)))
+        if out is None:
+            return np.empty((0, self.size[1], self.size[0], 3), np.uint8)
+        return out.copy()
+
+    def close(self) -> None:
+        if self._frames is not None:
+            self._frames.close()
+            self._frames = None

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import structlog
 
 from lipkit.interfaces import FinalizeRequest, FrameSink, OutputEncoder, StreamInfo
+from lipkit.logs import get_logger
 from lipkit.specs import EncoderSpec
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class _SpillSink(FrameSink):

@@ -17,11 +17,11 @@ import uuid
 from pathlib import Path
 from typing import IO, Any
 
-import structlog
-
+from lipkit.errors import ResourceError
+from lipkit.logs import get_logger
 from lipkit.weights import sha256_of
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -31,6 +31,17 @@ def content_key(*parts: Any) -> str:
     """A stable hash of JSON-able parts."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+def unusable_work_dir(root: Path, exc: OSError) -> ResourceError:
+    """The error for a work directory that cannot be made or written (read-only, a file, ...)."""
+    reason = exc.strerror or type(exc).__name__
+    return ResourceError(
+        f"cannot write lipkit's work directory {root}: {reason}",
+        hint="give a writable folder with --work-dir (the work_dir setting), or point "
+        "LIPKIT_HOME at a writable folder (models may stay in a read-only LIPKIT_HOME "
+        "when the work directory is elsewhere)",
+    )
 
 
 def _lock_exclusive(handle: IO[str]) -> bool:
@@ -61,16 +72,23 @@ class WorkDir:
     def __init__(self, root: Path, key: str, meta: dict[str, Any]) -> None:
         self.key = key
         self.meta = meta
-        root.mkdir(parents=True, exist_ok=True)
-        self.path = root / key[:24]
         self._lock: IO[str] | None = None
+        try:
+            self._open(root)
+        except OSError as exc:
+            self.release(remove=False)
+            raise unusable_work_dir(root, exc) from exc
+        self.manifest = self._read_manifest()
+
+    def _open(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.path = root / self.key[:24]
         if not self._try_lock(self.path):
             # another job with the same key is running: never share its directory
-            self.path = root / f"{key[:24]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            self.path = root / f"{self.key[:24]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             if not self._try_lock(self.path):
                 raise RuntimeError(f"cannot lock fresh work directory {self.path}")
             log.info("work directory busy; using a private one", path=str(self.path))
-        self.manifest = self._read_manifest()
 
     def _try_lock(self, path: Path) -> bool:
         path.mkdir(parents=True, exist_ok=True)

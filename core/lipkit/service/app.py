@@ -32,7 +32,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import structlog
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
@@ -43,6 +42,7 @@ from starlette.datastructures import UploadFile
 from lipkit import __version__
 from lipkit.config import LipkitSettings, load_settings
 from lipkit.errors import InputError, LipkitError, ResourceError
+from lipkit.logs import get_logger
 from lipkit.service.fetch import InputTooLarge, fetch_url, safe_suffix
 from lipkit.service.models import (
     ErrorInfo,
@@ -59,7 +59,7 @@ from lipkit.service.storage import ResultStorage, make_storage
 from lipkit.service.store import JobStore
 from lipkit.service.worker import QueueFull, SyncFunction, WorkerPool
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 JOB_ID = PathParam(pattern=r"^[0-9a-f]{32}$", description="the job id POST /jobs returned")
 _COPY_CHUNK = 1 << 20

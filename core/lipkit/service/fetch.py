@@ -18,11 +18,11 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import httpx
-import structlog
 
 from lipkit.errors import InputError
+from lipkit.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 MAX_REDIRECTS = 5
 _CHUNK = 1 << 16

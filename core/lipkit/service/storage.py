@@ -20,11 +20,10 @@ import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
-import structlog
-
 from lipkit.errors import ConfigError
+from lipkit.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class ResultStorage(Protocol):

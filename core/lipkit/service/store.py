@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import structlog
-
+from lipkit.logs import get_logger
 from lipkit.service.models import JobRecord, JobStatus
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

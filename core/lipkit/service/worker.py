@@ -19,17 +19,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from lipkit.config import LipkitSettings
 from lipkit.errors import JobInterrupted, LipkitError
+from lipkit.logs import get_logger
 from lipkit.pipeline.runner import Progress
 from lipkit.plans import SyncResult
 from lipkit.service.models import ErrorInfo, JobRecord, ServiceConfig
 from lipkit.service.storage import ResultStorage
 from lipkit.service.store import JobStore
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SyncFunction = Callable[..., SyncResult]
 PROGRESS_INTERVAL = 0.5

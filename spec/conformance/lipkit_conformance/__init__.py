@@ -11,7 +11,8 @@ returns your implementation::
             return MyGenerator()
 
 Every test in the contract then runs against it. ``implementations(family)`` lists the
-registered implementations of a family, for parametrising over all of them.
+registered implementations of a family, for parametrising over all of them; every contract
+class carries the ``lipkit_contract`` marker, so ``pytest -m lipkit_contract`` selects them.
 """
 
 from lipkit_conformance.contracts import (
@@ -24,6 +25,7 @@ from lipkit_conformance.contracts import (
     check_forbids_unknown,
     check_spec,
     count_video_frames,
+    face_photo,
     implementations,
 )
 
@@ -37,5 +39,6 @@ __all__ = [
     "check_forbids_unknown",
     "check_spec",
     "count_video_frames",
+    "face_photo",
     "implementations",
 ]

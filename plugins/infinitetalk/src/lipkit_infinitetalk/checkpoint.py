@@ -33,13 +33,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
 
-import structlog
 import torch
 from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 from torch import nn
 
 from lipkit.checkpoints import check_state_dict, expected_shapes, load_state_dict
 from lipkit.errors import ModelError
+from lipkit.logs import get_logger
 from lipkit_infinitetalk.config import InfiniteTalkConfig
 from lipkit_infinitetalk.gguf_weights import dequantize, is_quantized, logical_shape, read_gguf
 from lipkit_infinitetalk.keys import (
@@ -51,7 +51,7 @@ from lipkit_infinitetalk.keys import (
 )
 from lipkit_infinitetalk.model import InfiniteTalkTransformer3DModel
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 WHAT = "complete InfiniteTalk transformer (Wan2.1 I2V-14B with InfiniteTalk's audio modules)"
 BASE_WHAT = "Wan2.1 I2V transformer checkpoint"

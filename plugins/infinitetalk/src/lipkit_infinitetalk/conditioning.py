@@ -52,17 +52,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-import structlog
 import torch
 import torch.nn.functional as F
 
 from lipkit.checkpoints import check_state_dict, load_state_dict
 from lipkit.errors import ModelError
+from lipkit.logs import get_logger
 
 if TYPE_CHECKING:
     from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5EncoderModel
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 CLIP_IMAGE_SIZE = 224
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -28,11 +28,11 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lipkit.errors import ConfigError, ModelError
 from lipkit.interfaces import Generator, GeneratorContext, GeneratorSession, as_params
+from lipkit.logs import get_logger
 from lipkit.specs import GIB, GeneratorSpec, WeightFile
 from lipkit_infinitetalk.buckets import Resolution, frame_size
 from lipkit_infinitetalk.windows import (
@@ -43,7 +43,7 @@ from lipkit_infinitetalk.windows import (
     plan_windows,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 NAME = "infinitetalk"
 ENCODER = "wav2vec2-infinitetalk"
@@ -216,7 +216,14 @@ class InfiniteTalkParams(BaseModel):
         default=1.0,
         ge=0,
         le=1,
-        description="Lab colour matching of each window to its reference frame (0 = off)",
+        description="strength of the Lab colour matching of each window to colour_target (0 = off)",
+    )
+    colour_target: Literal["window", "first"] = Field(
+        default="window",
+        description="what colour_correction matches each window to: 'window', the window's own "
+        "reference frame (the input frame at the window's start; follows the lighting of a "
+        "video), or 'first', the input's first frame for every window (as the reference "
+        "implementation does; one look for the whole output). The same for a still",
     )
     motion_frames: int = Field(
         default=DEFAULT_MOTION, ge=1, lt=DEFAULT_WINDOW, description="4k+1 frames carried over"

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import structlog
 import torch
 
 from lipkit.errors import ModelError
+from lipkit.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 ORIG_SHAPE_PREFIX = "comfy.gguf.orig_shape."
 

@@ -48,16 +48,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-import structlog
 import torch
 from torch import nn
 
 from lipkit.checkpoints import load_state_dict
 from lipkit.errors import ConfigError, ModelError
+from lipkit.logs import get_logger
 from lipkit_infinitetalk.keys import detect_layout, original_to_model
 from lipkit_infinitetalk.model import InfiniteTalkTransformer3DModel
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 WHAT = "LoRA"
 PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.")

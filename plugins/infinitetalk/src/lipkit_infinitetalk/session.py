@@ -5,12 +5,16 @@ The pipeline hands the session one window's new frames at a time (the ranges of
 the whole track's wav2vec2 features. For each window the session:
 
 1. finds the window in the plan (:func:`.windows.plan_windows` of the track's length);
-2. takes its reference frame, the source frame at the window's first new frame (a still: the
-   portrait; a video: the frame at that time), as the CLIP image and the I2V condition;
+2. takes its reference frame, the input frame at the window's start
+   (:attr:`.windows.Window.reference_frame`, as the reference does; a still: the portrait; a
+   video: the frame at that time, 9 motion frames before the first new frame, read through
+   ``batch.source`` when it lies before the batch), as the CLIP image and the I2V condition;
 3. takes the motion frames from ``history`` (later windows) and encodes them as the clean leading
    latents, or the reference frame itself (first window);
-4. samples (:func:`.sampling.sample_window`), decodes, corrects the colour towards the reference
-   frame (Lab mean/std, ``colour_correction``) and returns the window's new frames.
+4. samples (:func:`.sampling.sample_window`), decodes, corrects the colour (Lab mean/std,
+   ``colour_correction``) towards ``colour_target``: the window's reference frame
+   (``"window"``) or the input's first frame (``"first"``, as the reference does), and returns
+   the window's new frames.
 
 Memory: with the plan's ``offload="model"`` only the model of the coming phase sits on the
 device; with ``offload="block"`` the first ``blocks_on_device`` transformer blocks stay there and
@@ -23,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import structlog
 import torch
 
 from lipkit.config import read_json_model
 from lipkit.errors import ConfigError, ModelError
 from lipkit.interfaces import GenerationBatch, GeneratorContext, GeneratorSession
+from lipkit.logs import get_logger
 from lipkit.torch_device import torch_device, torch_dtype
 from lipkit_infinitetalk.colour import match_lab
 from lipkit_infinitetalk.conditioning import (
@@ -39,6 +43,7 @@ from lipkit_infinitetalk.conditioning import (
     save_prompt_embedding,
 )
 from lipkit_infinitetalk.config import InfiniteTalkConfig
+from lipkit_infinitetalk.frames import first_frame, reference_frame
 from lipkit_infinitetalk.generator import (
     BASE_REPO,
     CLIP_WEIGHTS,
@@ -66,7 +71,7 @@ from lipkit_infinitetalk.sampling import (
 from lipkit_infinitetalk.vae import decode_latents, encode_pixels, encode_video
 from lipkit_infinitetalk.windows import DEFAULT_WINDOW, Window, plan_windows
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 def transformer_config(p: InfiniteTalkParams) -> InfiniteTalkConfig:
@@ -301,7 +306,7 @@ class InfiniteTalkSession(GeneratorSession):
             raise ValueError("infinitetalk needs the track's audio features (batch.features)")
         numbers = np.asarray(batch.frame_indices, dtype=np.int64)
         window = self.window_for(features.num_frames, int(numbers[0]), int(numbers[-1]) + 1)
-        reference = frames[0]
+        reference = reference_frame(window, batch)
         height, width = reference.shape[:2]
         p = self.params
 
@@ -344,7 +349,8 @@ class InfiniteTalkSession(GeneratorSession):
         self._phase("vae")
         decoded = decode_latents(self.vae, latents[None], tiling=p.vae_tiling)
         if p.colour_correction > 0:
-            decoded = match_lab(decoded, reference, p.colour_correction)
+            target = reference if p.colour_target == "window" else first_frame(batch, reference)
+            decoded = match_lab(decoded, target, p.colour_correction)
         log.debug(
             "window generated",
             window=window.index,

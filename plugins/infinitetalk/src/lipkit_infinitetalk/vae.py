@@ -36,14 +36,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import structlog
 import torch
 from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
 
 from lipkit.checkpoints import check_state_dict, expected_shapes, load_state_dict
 from lipkit.errors import ConfigError, ModelError
+from lipkit.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 WHAT = "Wan2.1 VAE checkpoint"
 SIZE_MULTIPLE = 16

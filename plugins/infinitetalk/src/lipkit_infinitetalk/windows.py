@@ -17,9 +17,11 @@ What we do instead (issue 6, "Long video, done right"), for any length ``N >= 1`
 
 - ``N <= window``: one window of the smallest valid size ``4k + 1 >= N``. That leaves at most
   3 frames after the end of the audio (:attr:`Window.pad`). **Their audio is silence**: the
-  feature extractor appends ``pad * 640`` zero samples (16 kHz / 25 fps) to the waveform before
-  wav2vec2 runs, so those frames get real wav2vec2 features of digital silence, never zero
-  vectors (zeros are the model's "no audio" input for guidance) and never replayed speech. After
+  audio encoder encodes the clip alone (its own frames' features are exactly the clip's) and
+  gives the ``pad`` frames the features of a silent track of ``pad`` frames (``pad * 640``
+  zero samples, 16 kHz / 25 fps) encoded alone: real wav2vec2 features of digital silence,
+  never zero vectors (zeros are the model's "no audio" input for guidance) and never replayed
+  speech. After
   the audio ends nothing is said, so silence is the honest continuation: the mouth closes instead
   of holding (repeat) or replaying (mirror) the last phoneme. The padded frames are decoded and
   dropped.

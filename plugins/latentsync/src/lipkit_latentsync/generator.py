@@ -26,19 +26,19 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-import structlog
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from lipkit.config import read_json_model
 from lipkit.errors import ConfigError, ModelError
 from lipkit.interfaces import Generator, GeneratorContext, GeneratorSession, as_params
+from lipkit.logs import get_logger
 from lipkit.specs import GIB, MIB, GeneratorSpec, WeightFile
 from lipkit.weights import how_to_get
 from lipkit_latentsync.mask import REGION, load_mask_image, lower_face_mask, mask_region
 from lipkit_latentsync.unet.config import UNetConfig
 from lipkit_latentsync.versions import RESOLUTIONS, VersionChoice, choose_version
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 UNET_FILENAME = "latentsync_unet.pt"

@@ -31,14 +31,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import structlog
 import torch
 from diffusers import AutoencoderKL
 
 from lipkit.checkpoints import check_state_dict, expected_shapes, load_state_dict
 from lipkit.errors import ModelError
+from lipkit.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 WHAT = "LatentSync VAE (sd-vae-ft-mse)"
 

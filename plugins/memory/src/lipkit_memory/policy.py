@@ -45,14 +45,14 @@ import math
 from typing import ClassVar
 
 import psutil
-import structlog
 
 from lipkit.errors import ResourceError
 from lipkit.interfaces import MemoryPolicy, MemoryProbe, OomEvent
+from lipkit.logs import get_logger
 from lipkit.plans import MemoryPlan, MemoryRequest, choose_precision
 from lipkit.specs import GIB, MIB, DeviceInfo, GeneratorSpec, MemoryPolicySpec, Precision
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SHARE = {"conservative": 0.70, "balanced": 0.85, "aggressive": 0.95}
 """Fraction of the free memory a plan may use, by ``memory.mode``."""

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
-import structlog
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
@@ -31,6 +30,7 @@ from lipkit.interfaces import (
     GeneratorSession,
     as_params,
 )
+from lipkit.logs import get_logger
 from lipkit.specs import MIB, GeneratorSpec, WeightFile
 from lipkit.torch_device import torch_device
 from lipkit.weights import how_to_get
@@ -38,7 +38,7 @@ from lipkit_wav2lip.checkpoint import load_wav2lip
 from lipkit_wav2lip.colour import match_colour
 from lipkit_wav2lip.model import FACE_SIZE, MEL_SHAPE, NUM_PARAMETERS, ConvUnit, UpUnit, Wav2Lip
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 WEIGHTS_URL = "https://github.com/Rudrabha/Wav2Lip#getting-the-weights"
 

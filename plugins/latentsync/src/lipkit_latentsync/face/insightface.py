@@ -60,18 +60,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import structlog
 
 from lipkit.errors import ModelError, PluginError
 from lipkit.face.boxes import nms
 from lipkit.interfaces import Detection, FaceProcessor, FaceSession, as_frame_batch
+from lipkit.logs import get_logger
 from lipkit.specs import DeviceInfo, FaceProcessorSpec, WeightFile
 from lipkit_latentsync.face.template import TemplateAlignedSession
 
 if TYPE_CHECKING:
     from lipkit.config import FaceSettings
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 BUFFALO_L_URL = "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip"
 """InsightFace's release of the ``buffalo_l`` model pack (a zip holding both files)."""

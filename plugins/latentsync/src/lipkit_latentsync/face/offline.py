@@ -39,18 +39,18 @@ from itertools import combinations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import structlog
 
 from lipkit.builtins.face_haar import HaarFaceSession, cascade_path
 from lipkit.errors import PluginError
 from lipkit.interfaces import Detection, FaceProcessor, FaceSession, as_frame_batch
+from lipkit.logs import get_logger
 from lipkit.specs import DeviceInfo, FaceProcessorSpec
 from lipkit_latentsync.face.template import TemplateAlignedSession
 
 if TYPE_CHECKING:
     from lipkit.config import FaceSettings
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 EYE_CASCADES = ("haarcascade_eye.xml", "haarcascade_eye_tree_eyeglasses.xml")
 """OpenCV's eye cascades, tried in this order (the second finds eyes behind glasses)."""

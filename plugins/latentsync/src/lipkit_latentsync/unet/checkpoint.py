@@ -18,15 +18,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import structlog
 import torch
 
 from lipkit.checkpoints import check_state_dict, expected_shapes, load_state_dict
 from lipkit.errors import ModelError
+from lipkit.logs import get_logger
 from lipkit_latentsync.unet.config import UNetConfig
 from lipkit_latentsync.unet.model import UNet3DConditionModel
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 WHAT = "LatentSync UNet checkpoint"
 

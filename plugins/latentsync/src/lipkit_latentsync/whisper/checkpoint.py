@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import structlog
 import torch
 
 from lipkit.checkpoints import (
@@ -33,9 +32,10 @@ from lipkit.checkpoints import (
     unwrap_state_dict,
 )
 from lipkit.errors import ModelError
+from lipkit.logs import get_logger
 from lipkit_latentsync.whisper.model import KNOWN_SIZES, EncoderDims, WhisperEncoder
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 WHAT = "Whisper checkpoint"
 ENCODER_PREFIX = "encoder."

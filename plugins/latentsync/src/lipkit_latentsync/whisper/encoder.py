@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-import structlog
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from lipkit.audio.checks import as_mono, check_timing
+from lipkit.audio import AudioTrack
+from lipkit.audio.checks import as_mono_track, check_timing
 from lipkit.errors import ModelError
 from lipkit.interfaces import AudioEncoder, AudioFeatures, as_params
+from lipkit.logs import get_logger
 from lipkit.specs import AudioEncoderSpec, DeviceInfo, WeightFile
 from lipkit_latentsync.whisper.checkpoint import load_whisper_encoder
 from lipkit_latentsync.whisper.features import (
@@ -24,7 +25,7 @@ from lipkit_latentsync.whisper.features import (
 )
 from lipkit_latentsync.whisper.model import TINY, EncoderDims, WhisperEncoder
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 TINY_URL = (
     "https://openaipublic.azureedge.net/main/whisper/models/"
@@ -169,7 +170,7 @@ class WhisperAudioEncoder(AudioEncoder):
 
     def encode(
         self,
-        audio: np.ndarray,
+        audio: np.ndarray | AudioTrack,
         *,
         fps: float,
         num_frames: int,
@@ -180,7 +181,7 @@ class WhisperAudioEncoder(AudioEncoder):
         computed window by window when :meth:`WhisperFeatures.window` asks for them."""
         settings = as_params(params, WhisperParams)
         check_timing(fps, num_frames)
-        samples = as_mono(audio)
+        samples = as_mono_track(audio)
         model, dtype = self.load(settings, device)
         overlap = round(settings.audio_window_overlap_seconds * FEATURE_RATE)
         features = WhisperFeatures(
@@ -194,7 +195,7 @@ class WhisperAudioEncoder(AudioEncoder):
         )
         log.debug(
             "whisper features planned",
-            samples=int(samples.size),
+            samples=samples.num_samples,
             features=features.num_features,
             windows=len(features.windows),
             overlap_features=overlap,

@@ -25,8 +25,9 @@ A track of at most 30 s is one window, zero-padded as the reference pads it, and
 gives the reference's features exactly. ``V = 0`` restarts every 30 s as the reference does
 (the last piece zero-padded): the reference's features, glitches included.
 
-The mel floor uses the whole track's maximum, as in the reference. Windows are computed on
-demand and a few are cached, so memory does not grow with the track's length.
+The mel floor uses the whole track's maximum, as in the reference (one streaming pass). Windows
+are computed on demand from the samples they cover, read from the :class:`~lipkit.audio.AudioTrack`,
+and a few are cached, so memory does not grow with the track's length.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lipkit.audio import AudioTrack
 from lipkit.audio.checks import frame_indices
 from lipkit.interfaces import AudioFeatures
 from lipkit_latentsync.whisper import mel as whisper_mel
@@ -119,7 +121,7 @@ class WhisperFeatures(AudioFeatures):
 
     def __init__(
         self,
-        audio: np.ndarray,
+        audio: np.ndarray | AudioTrack,
         *,
         model: WhisperEncoder,
         fps: float,
@@ -135,7 +137,7 @@ class WhisperFeatures(AudioFeatures):
         self.device = device
         self.dtype = dtype
         self.ctx = model.dims.n_audio_ctx
-        self.num_features = whisper_mel.num_frames(self.track.shape[0]) // 2
+        self.num_features = whisper_mel.num_frames(self.track.num_samples) // 2
         self.windows = plan_windows(self.num_features, self.ctx, overlap)
         self.maximum = whisper_mel.track_maximum(self.track)
         self._owner = np.zeros(self.num_features, dtype=np.int64)
@@ -164,7 +166,7 @@ class WhisperFeatures(AudioFeatures):
         """The normalised mel input of ``window``: ``float32 [80, 2 ctx]``, zeros past the end."""
         frames = 2 * self.ctx
         first = 2 * window.start
-        last = min(first + frames, whisper_mel.num_frames(self.track.shape[0]))
+        last = min(first + frames, whisper_mel.num_frames(self.track.num_samples))
         values = whisper_mel.normalise(whisper_mel.log10_mel(self.track, first, last), self.maximum)
         return torch.nn.functional.pad(values, (0, frames - values.shape[1]))
 

@@ -10,8 +10,9 @@ samples has ``M = n // 160`` frames: 100 per second.
 
 The floor uses the maximum over the *whole track*, as LatentSync does (it computes one
 spectrogram for the whole file, then cuts it into 30 s pieces). Here the maximum is found in one
-pass and each piece's frames are recomputed when the piece is needed, so nothing of the size of
-the track is kept beyond the samples themselves; every frame is computed from the same samples
+streaming pass over the :class:`~lipkit.audio.AudioTrack` and each piece's frames are recomputed
+from the samples they cover when the piece is needed, so nothing of the size of the track is
+held (the samples stay in the track's spill file); every frame is computed from the same samples
 whatever the block boundaries, so the result does not depend on them.
 """
 
@@ -21,6 +22,8 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+
+from lipkit.audio import AudioTrack
 
 SAMPLE_RATE = 16000
 """Sample rate the spectrogram is defined for (Hz)."""
@@ -86,23 +89,27 @@ def num_frames(num_samples: int) -> int:
     return int(num_samples) // HOP_LENGTH
 
 
-def _padded_samples(audio: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+def _padded_samples(track: AudioTrack, start: int, stop: int) -> torch.Tensor:
     """Samples ``start:stop`` of the track reflect-padded by 200 at both ends (torch.stft's way).
 
-    Needs more than 200 samples (one reflection is enough then).
+    Reads only the range those samples come from. Needs more than 200 samples (one reflection
+    is enough then).
     """
-    n = audio.shape[0]
-    index = torch.arange(start - _PAD, stop - _PAD)
-    index = torch.where(index < 0, -index, index)
-    index = torch.where(index > n - 1, 2 * (n - 1) - index, index)
-    return audio[index]
+    n = track.num_samples
+    index = np.arange(start - _PAD, stop - _PAD, dtype=np.int64)
+    index = np.where(index < 0, -index, index)
+    index = np.where(index > n - 1, 2 * (n - 1) - index, index)
+    lo = int(index.min())
+    chunk = track.read(lo, int(index.max()) + 1)
+    return torch.from_numpy(chunk[index - lo])
 
 
-def log10_mel(audio: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+def log10_mel(audio: AudioTrack, start: int, stop: int) -> torch.Tensor:
     """``log10(max(mel power, 1e-10))`` of frames ``[start, stop)``: ``float32 [80, stop-start]``.
 
-    ``audio`` is the whole track (1-D float32, more than 200 samples); frame ``f`` is the
-    windowed FFT of padded samples ``[160 f, 160 f + 400)``, as in a centred STFT.
+    ``audio`` is the track (see :func:`as_track`: more than 200 samples), of which only the
+    samples these frames cover are read; frame ``f`` is the windowed FFT of padded samples
+    ``[160 f, 160 f + 400)``, as in a centred STFT.
     """
     if not 0 <= start <= stop:
         raise ValueError(f"bad frame range [{start}, {stop})")
@@ -116,17 +123,26 @@ def log10_mel(audio: torch.Tensor, start: int, stop: int) -> torch.Tensor:
     return torch.clamp(mel, min=1e-10).log10()
 
 
-def as_track(audio: np.ndarray) -> torch.Tensor:
-    """The samples as a float32 CPU tensor, zero-padded to at least one FFT window (25 ms)."""
-    samples = torch.as_tensor(np.ascontiguousarray(audio, dtype=np.float32))
+def as_track(audio: np.ndarray | AudioTrack) -> AudioTrack:
+    """The samples as an :class:`AudioTrack`, zero-padded to at least one FFT window (25 ms).
+
+    A track that long is returned as is (not read); a shorter one is read and padded (tiny).
+    """
+    if isinstance(audio, AudioTrack) and audio.num_samples >= N_FFT:
+        return audio
+    samples = audio.read_all() if isinstance(audio, AudioTrack) else audio
+    samples = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
     if samples.shape[0] < N_FFT:
-        samples = torch.nn.functional.pad(samples, (0, N_FFT - samples.shape[0]))
-    return samples
+        samples = np.pad(samples, (0, N_FFT - samples.shape[0]))
+    return AudioTrack.from_array(samples, sample_rate=SAMPLE_RATE)
 
 
-def track_maximum(audio: torch.Tensor) -> float:
-    """The largest ``log10`` mel value over the whole track (the floor is 8 below it)."""
-    total = num_frames(audio.shape[0])
+def track_maximum(audio: AudioTrack) -> float:
+    """The largest ``log10`` mel value over the whole track (the floor is 8 below it).
+
+    One streaming pass, 30 s of frames at a time.
+    """
+    total = num_frames(audio.num_samples)
     best = -10.0  # the clamp's value: the maximum of a silent track
     for start in range(0, total, _BLOCK_FRAMES):
         block = log10_mel(audio, start, min(total, start + _BLOCK_FRAMES))
@@ -139,7 +155,7 @@ def normalise(log10: torch.Tensor, maximum: float) -> torch.Tensor:
     return (torch.clamp(log10, min=maximum - FLOOR_DB) + 4.0) / 4.0
 
 
-def log_mel_spectrogram(audio: np.ndarray) -> np.ndarray:
+def log_mel_spectrogram(audio: np.ndarray | AudioTrack) -> np.ndarray:
     """The whole track's normalised log-mel spectrogram: ``float32 [80, len(audio) // 160]``.
 
     Equal to the reference's ``log_mel_spectrogram(audio)``. Tracks shorter than 25 ms are
@@ -147,7 +163,7 @@ def log_mel_spectrogram(audio: np.ndarray) -> np.ndarray:
     """
     track = as_track(audio)
     maximum = track_maximum(track)
-    total = num_frames(track.shape[0])
+    total = num_frames(track.num_samples)
     blocks = [
         normalise(log10_mel(track, s, min(total, s + _BLOCK_FRAMES)), maximum)
         for s in range(0, total, _BLOCK_FRAMES)

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import structlog
 import torch
 
 from lipkit.checkpoints import check_state_dict, expected_shapes, load_state_dict
 from lipkit.errors import ModelError
 from lipkit.interfaces import Detection, FaceProcessor, FaceSession, as_frame_batch
+from lipkit.logs import get_logger
 from lipkit.specs import DeviceInfo, FaceProcessorSpec, WeightFile
 from lipkit_wav2lip.s3fd.detect import detect
 from lipkit_wav2lip.s3fd.net import S3FD
@@ -39,7 +39,7 @@ from lipkit_wav2lip.s3fd.net import S3FD
 if TYPE_CHECKING:
     from lipkit.config import FaceSettings
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 WHAT = "S3FD face detector checkpoint"
 
