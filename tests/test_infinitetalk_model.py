@@ -365,7 +365,9 @@ def test_published_safetensors_load_with_identical_outputs(
     assert not model.training
     _same_weights(model, tiny_state)
     x = inputs(seed=8)
-    assert torch.equal(run(model, **x), run(tiny, **x))
+    # the weights are equal (above); the two models were built different ways, so their kernels
+    # may round differently on another CPU: equal outputs to float32 rounding
+    torch.testing.assert_close(run(model, **x), run(tiny, **x), rtol=1e-5, atol=1e-5)
     # default dtype bfloat16, with diffusers' float32 modules kept in float32
     half: Any = load_infinitetalk_transformer(base, audio, TINY)
     assert half.blocks[0].attn1.to_q.weight.dtype == torch.bfloat16

@@ -576,7 +576,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous: Callable[..., Any] | int | None = signal.signal(signal.SIGTERM, _sigterm)
     try:
         code: int = args.func(args)
-        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        if sys.stdout is not None:  # a closed pipe shows here, not in the interpreter's exit
+            sys.stdout.flush()
         return code
     except BrokenPipeError as exc:
         # the reader of our output left (`| head`); any other broken pipe is a bug
