@@ -206,7 +206,7 @@ def test_steps_and_guidance_set_the_unet_passes(
 
 
 @pytest.mark.xfail(
-    reason="issue 13 follow-up: batch-of-2 vs 2x1 rounding on AMD EPYC exceeds the bound; tolerance to be measured",
+    reason="issue 13 follow-up (see the closing note)",
     strict=False,
 )
 def test_sequential_guidance_halves_the_batch_not_the_result(models: dict) -> None:

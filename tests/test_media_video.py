@@ -237,7 +237,7 @@ def test_reader_needs_video(tmp_path: Path) -> None:
 
 
 @pytest.mark.xfail(
-    reason="issue 13 follow-up: ffmpeg now runs under a supervisor; this test's child lookup needs updating",
+    reason="issue 13 follow-up (see the closing note)",
     strict=False,
 )
 def test_no_ffmpeg_left_behind(media: dict[str, Path]) -> None:

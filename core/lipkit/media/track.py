@@ -100,7 +100,7 @@ class AudioTrack:
             if self._handle is None or self._handle.closed:
                 raise ValueError("read from a closed AudioTrack")
             self._handle.seek(first * _SAMPLE_BYTES)
-            got = self._handle.readinto(memoryview(out).cast("B"))
+            got = self._handle.readinto(memoryview(out).cast("B"))  # type: ignore[attr-defined, arg-type]
         if got != out.nbytes:
             raise OSError(f"audio spill file {self._path} is truncated")
         return out
