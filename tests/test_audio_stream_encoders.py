@@ -16,7 +16,7 @@ from lipkit_latentsync.whisper import mel as whisper_mel
 from lipkit_latentsync.whisper.encoder import WhisperAudioEncoder, WhisperParams
 from lipkit_latentsync.whisper.model import EncoderDims
 
-import lipkit
+from lipkit import api
 from lipkit.audio import AudioTrack
 from lipkit.audio.mel import log_mel_spectrogram, mel_windows
 from lipkit.builtins.mel import MelAudioEncoder, MelParams
@@ -155,7 +155,7 @@ def test_pipeline_spills_the_track_and_removes_it(
         return generate(self, batch)
 
     monkeypatch.setattr(PreviewSession, "generate", watching)
-    result = lipkit.sync(
+    result = api.sync(
         MEDIA / "portrait.png", MEDIA / "speech.wav", None, backend="preview",
         work_dir=tmp_path / "work", home=tmp_path / "home",
     )  # fmt: skip
@@ -176,7 +176,7 @@ def test_pipeline_removes_the_spill_file_when_a_job_fails(
 
     monkeypatch.setattr(PreviewSession, "generate", failing)
     with pytest.raises(RuntimeError, match="generator failed"):
-        lipkit.sync(
+        api.sync(
             MEDIA / "portrait.png", MEDIA / "speech.wav", tmp_path / "out.mp4",
             backend="preview", work_dir=tmp_path / "work", home=tmp_path / "home",
         )  # fmt: skip

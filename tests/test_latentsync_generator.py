@@ -205,21 +205,19 @@ def test_steps_and_guidance_set_the_unet_passes(
     assert seen == calls
 
 
-@pytest.mark.xfail(
-    reason="issue 13 follow-up (see the closing note)",
-    strict=False,
-)
 def test_sequential_guidance_halves_the_batch_not_the_result(models: dict) -> None:
     batch = make_batch(4)
     together = load(models, inference_steps=2).generate(batch)
     session = load(models, inference_steps=2, sequential_guidance=True, feature_cache_interval=1)
     seen, apart = _count_unet_calls(session, batch)
     assert seen == [1, 1, 1, 1]  # two passes of one per step
+    # one UNet pass of 2 vs two passes of 1: the same maths in other kernels, so float rounding
+    # only, but the tiny model amplifies it: at 64 px its deepest motion module normalises
+    # GroupNorm groups of 2 values whose variance here is 0.75 eps, so 1e-5 there becomes a few
+    # levels (AMD EPYC: max 4, mean 0.15, 0.7% of values off by > 1; Intel: max 1). A wrong
+    # combination is far outside: no guidance (1.0 for 1.5) gives mean 0.83, 21% off by > 1.
     diff = np.abs(apart.astype(int) - together.astype(int))
-    # one batch of 2 vs two batches of 1: the same maths, rounded differently by the CPU's
-    # kernels and amplified over 20 steps (4 levels seen on AMD EPYC); a wrong guidance differs
-    # by far more over most pixels
-    assert diff.max() <= 8 and (diff > 0).mean() < 0.01
+    assert diff.mean() < 0.4 and (diff > 1).mean() < 0.03, (diff.max(), diff.mean())
     spec = LatentSyncGenerator().job_spec(
         gen_params(models, sequential_guidance=True), Path("/nonexistent")
     )

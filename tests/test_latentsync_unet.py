@@ -241,8 +241,14 @@ def test_published_format_loads_with_identical_outputs(
 ) -> None:
     loaded = load_latentsync_unet(published, UNetConfig.tiny())
     assert not loaded.training
+    for key, value in tiny_model.state_dict().items():  # the same weights, exactly
+        assert torch.equal(loaded.state_dict()[key], value), key
     latents, audio = _inputs(seed=1)
-    assert torch.equal(_run(loaded, latents, audio), _run(tiny_model, latents, audio))
+    # two models built different ways (the loaded tensors live in the file's mapping): a CPU's
+    # kernels may round them differently, so equal outputs to float32 rounding
+    torch.testing.assert_close(
+        _run(loaded, latents, audio), _run(tiny_model, latents, audio), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("form", ["bare", "module_prefix", "safetensors"])

@@ -14,11 +14,12 @@ import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 
 _SAMPLE_BYTES = 4
+_Track = TypeVar("_Track", bound="AudioTrack")
 
 
 def _remove_file(handle: BinaryIO, path: Path) -> None:
@@ -122,7 +123,7 @@ class AudioTrack:
             self._finalizer()
         self._array = None if self._path is not None else self._array
 
-    def __enter__(self) -> AudioTrack:
+    def __enter__(self: _Track) -> _Track:
         return self
 
     def __exit__(
