@@ -73,8 +73,10 @@ def lipkit_memory_policies() -> list[MemoryPolicy]:
 def lipkit_audio_encoders() -> list[AudioEncoder]:
     """Offer audio encoders (:class:`lipkit.interfaces.AudioEncoder` instances).
 
-    ``encoder.encode(audio, fps=, num_frames=, params=, device=)`` receives the whole speech track
-    as float32 mono at ``spec.sample_rate`` (16 kHz) and returns
+    ``encoder.encode(audio, fps=, num_frames=, params=, device=)`` receives the speech track
+    (float32 mono at ``spec.sample_rate``, 16 kHz) as an array or a
+    :class:`lipkit.media.track.AudioTrack` read by sample range (never materialise a long one:
+    see ``spec/audio.md``) and returns
     :class:`lipkit.interfaces.AudioFeatures` whose ``window(frames)`` gives float32 conditioning
     shaped ``[len(frames), *spec.frame_shape]`` for any output frame indices, in any order,
     independently of which other frames are asked for. Same input, same output (deterministic).
