@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -150,6 +151,26 @@ class _LeakyGenerator(Generator):
         return _LeakySession(self.seeded)
 
 
+class _SwallowingSession(GeneratorSession):
+    """Swallows the exception that would cancel it."""
+
+    def generate(self, batch: GenerationBatch) -> np.ndarray:
+        if batch.on_progress is not None:
+            for done in (1, len(batch.crops)):
+                with contextlib.suppress(Exception):
+                    batch.on_progress(done, len(batch.crops))
+        return batch.crops.copy()
+
+
+class _SwallowingGenerator(Generator):
+    spec: ClassVar[GeneratorSpec] = GeneratorSpec(
+        name="broken-progress", audio_encoder="mel", crop_size=32
+    )
+
+    def load(self, ctx: GeneratorContext) -> GeneratorSession:
+        return _SwallowingSession()
+
+
 class _StubbornPolicy(MemoryPolicy):
     """Retries out-of-memory errors with the same batch forever."""
 
@@ -219,6 +240,16 @@ def test_kit_fails_an_unseeded_generator(tmp_path: Path, cpu_device: DeviceInfo)
             cpu_device,
             (80, 16),
             _LeakyGenerator(seeded=False).spec,
+        )
+
+
+def test_kit_fails_a_generator_that_cannot_be_stopped(
+    tmp_path: Path, cpu_device: DeviceInfo
+) -> None:
+    kit, generator = GeneratorContract(), _SwallowingGenerator()
+    with pytest.raises(pytest.fail.Exception, match="DID NOT RAISE"):
+        kit.test_progress_is_in_order_and_a_raise_stops_the_batch(
+            generator, {}, tmp_path, cpu_device, (80, 16), generator.spec
         )
 
 

@@ -34,6 +34,10 @@ def __getattr__(name: str) -> object:
         from lipkit import api
 
         return getattr(api, name)
+    if name == "Progress":
+        from lipkit.pipeline.progress import Progress
+
+        return Progress
     raise AttributeError(f"module 'lipkit' has no attribute {name!r}")
 
 
@@ -46,6 +50,7 @@ __all__ = [
     "ModelError",
     "NoFaceError",
     "PluginError",
+    "Progress",
     "ResourceError",
     "__version__",
     "hookimpl",

@@ -12,7 +12,8 @@ from lipkit.config import LipkitSettings, deep_merge, format_validation_error, l
 from lipkit.errors import ConfigError, InputError
 from lipkit.logs import get_logger
 from lipkit.media.mp4 import check_output_path
-from lipkit.pipeline.runner import Pipeline, ProgressCallback, finalize_request
+from lipkit.pipeline.progress import CancelCheck, ProgressCallback
+from lipkit.pipeline.runner import Pipeline, finalize_request
 from lipkit.plans import Plan, SyncResult
 from lipkit.plugins import Registry, load_registry
 from lipkit.resolver import Resolver, Selection
@@ -153,6 +154,7 @@ def sync(
     settings: LipkitSettings | None = None,
     registry: Registry | None = None,
     progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
     params: dict[str, Any] | None = None,
     part: tuple[int, int] | None = None,
     **kwargs: Any,
@@ -168,6 +170,14 @@ def sync(
     keyword is a backend parameter,
     validated by the backend's own model. Raises :class:`lipkit.errors.LipkitError` subclasses
     for everything a user can get wrong.
+
+    ``progress`` is called with a :class:`lipkit.Progress` per detection batch, per generated
+    batch and inside long batches (at most every 0.25 s per phase; phases ``faces``, ``load``,
+    ``render``, ``finalize``), from the pipeline's threads. ``cancel`` is a function the job
+    polls as often (``threading.Event().is_set`` will do): once it returns true the job stops
+    within one unit of generator work and raises :class:`lipkit.errors.JobInterrupted`;
+    finished segments are kept and the same call resumes from them. A ``progress`` callback
+    may also raise to stop the job; that exception leaves ``sync`` unchanged.
 
     ``part=(k, n)`` makes only the k-th of n near-equal runs of the job's output segments
     (each part sees the whole input and audio, so its frames are exactly the whole run's) and
@@ -194,6 +204,7 @@ def sync(
         _optional_path(output, "output"),
         memory_policy=registry.memory_policies[policy_name],
         progress=progress,
+        cancel=cancel,
         part=part,
     )
     return pipeline.run()

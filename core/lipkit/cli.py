@@ -243,33 +243,6 @@ def _print_plan(plan: Any) -> None:
         print(f"NOTICE: {notice}", file=sys.stderr)
 
 
-class _ProgressBars:
-    """tqdm bars per phase, hidden when stderr is not a terminal."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bars: dict[str, Any] = {}
-
-    def __call__(self, progress: Any) -> None:
-        if not self.enabled or progress.phase == "finalize":  # one quick step: no bar
-            return
-        from tqdm import tqdm
-
-        bar = self.bars.get(progress.phase)
-        if bar is None:
-            unit = "det" if progress.phase == "faces" else "frame"
-            bar = self.bars[progress.phase] = tqdm(
-                total=progress.total, desc=progress.phase, unit=unit, file=sys.stderr, leave=True
-            )
-        bar.n = progress.done
-        bar.set_postfix_str(f"mem {progress.rss_bytes / 2**20:.0f} MiB", refresh=False)
-        bar.refresh()
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
-
-
 # --------------------------------------------------------------------------- commands
 
 
@@ -278,11 +251,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if not args.output:
         raise ConfigError("no output file given", hint="add -o out.mp4")
-    bars = _ProgressBars(enabled=sys.stderr.isatty() and not args.json)
+    from lipkit.cli_progress import ProgressDisplay
+
+    mode = args.progress if args.progress != "auto" or not args.json else "none"
+    display = ProgressDisplay(mode)
     try:
-        result = sync(args.face, args.audio, args.output, progress=bars, **_job_kwargs(args))
+        result = sync(args.face, args.audio, args.output, progress=display, **_job_kwargs(args))
     finally:
-        bars.close()
+        display.close()
     for notice in result.plan.notices:
         print(f"NOTICE: {notice}", file=sys.stderr)
     if args.json:
@@ -451,6 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="lip-sync FACE to AUDIO and write OUT")
     _add_job_options(run)
+    run.add_argument(
+        "--progress",
+        choices=["auto", "bar", "json", "none"],
+        default="auto",
+        help="bar: a bar per phase on stderr; json: one JSON object per report on stderr "
+        "(phase, done, total, rate, eta, rss_bytes); auto: bar on a terminal, else none",
+    )
     run.set_defaults(func=cmd_run)
 
     plan = sub.add_parser("plan", help="print the resolved pipeline without running it")

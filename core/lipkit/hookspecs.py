@@ -118,7 +118,9 @@ def lipkit_generators() -> list[Generator]:
     order with at most the plan's batch size; chunks of decoded frames are a multiple of
     ``spec.chunk_multiple``, but frames without a face are left out, so a batch can be shorter.
     With ``spec.history_frames`` set, ``batch.history`` holds the last generated crops;
-    ``batch.features`` is always the whole track's audio features.
+    ``batch.features`` is always the whole track's audio features. A long batch reports through
+    ``batch.on_progress(done, total)`` (slices, denoising steps) and lets any exception it
+    raises propagate: that is how a job is cancelled inside a batch.
 
     Two overrides change how the pipeline drives a generator (see spec/generators.md):
     ``generator.frame_size(params, width, height)`` makes it a whole-frame generator (no face

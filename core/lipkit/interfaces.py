@@ -222,6 +222,10 @@ class GenerationBatch:
     source: Callable[[np.ndarray], np.ndarray] | None = None  # whole-frame generators: the
     # input frames, framed like ``crops``, of any output frame numbers (``int64 [K]`` ->
     # ``uint8 [K, height, width, 3]``), e.g. a window's reference frame before the batch
+    on_progress: Callable[[int, int], None] | None = None  # call ``on_progress(done, total)``
+    # as the session works through the batch in units of its own (slices of faces, denoising
+    # steps), so that a long batch still reports progress and can be cancelled every few
+    # seconds; it may raise (the job is being cancelled): let that exception propagate
 
 
 @dataclass

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from lipkit.config import FaceSettings, LipkitSettings
@@ -43,6 +42,13 @@ from lipkit.media.transform import cover_crop
 from lipkit.pipeline.devmem import free_memory, measure_peak
 from lipkit.pipeline.faces import LiveTrack, start_analysis
 from lipkit.pipeline.length import source_indices
+from lipkit.pipeline.progress import (
+    CancelCheck,
+    Cancelled,
+    Progress,
+    ProgressCallback,
+    ProgressReporter,
+)
 from lipkit.pipeline.source import FramedSource, SourceFrames
 from lipkit.pipeline.spill import SpillEncoder
 from lipkit.pipeline.workdir import WorkDir, content_key, file_digest, unusable_work_dir
@@ -57,22 +63,7 @@ _POLL = 0.1
 PIPELINE_VERSION = 1
 
 
-@dataclass
-class Progress:
-    """A progress report: ``phase`` is 'faces', 'render' or 'finalize'."""
-
-    phase: str
-    done: int
-    total: int
-    elapsed: float
-    rss_bytes: int
-
-    @property
-    def rate(self) -> float:
-        return self.done / self.elapsed if self.elapsed > 0 else 0.0
-
-
-ProgressCallback = Callable[[Progress], None]
+__all__ = ["Pipeline", "Progress", "ProgressCallback", "finalize_request", "is_oom"]
 
 
 def finalize_request(
@@ -128,7 +119,10 @@ class _Stats:
 
 
 class _Cancelled(Exception):
-    pass
+    """Raised in a pipeline thread once another one has stopped the job."""
+
+
+_RERUN = "run the same command again to resume"
 
 
 class Pipeline:
@@ -147,6 +141,7 @@ class Pipeline:
         *,
         memory_policy: MemoryPolicy,
         progress: ProgressCallback | None = None,
+        cancel: CancelCheck | None = None,
         part: tuple[int, int] | None = None,
     ) -> None:
         if part is not None and (output is None or not 0 <= part[0] < part[1]):
@@ -161,7 +156,7 @@ class Pipeline:
         self.output = output
         self.policy = memory_policy
         self.memory: MemoryPlan = selection.plan.memory
-        self.progress = progress
+        self.reporter = ProgressReporter(progress, cancel)
         self.stats = _Stats()
         self.recoveries: list[str] = []
         self._stop = threading.Event()
@@ -170,20 +165,17 @@ class Pipeline:
         self._framed: FramedSource | None = None  # whole-frame generators' batch.source
         self._fixed: list[tuple[int, int]] | None = None  # the generator's own batches
         self._started = 0.0
-        self._process = psutil.Process()
-        self._peak_rss = 0
+        self._rendered = 0  # frames through the generator (or without a face), resumed ones too
+        self._render_total = 0
 
     # ------------------------------------------------------------------ helpers
 
-    def _rss(self) -> int:
-        rss = int(self._process.memory_info().rss)
-        self._peak_rss = max(self._peak_rss, rss)
-        return rss
+    def _stop_requested(self) -> bool:
+        """Another thread failed, or the job's cancel function asks to stop."""
+        return self._stop.is_set() or self.reporter.cancel_requested()
 
-    def _report(self, phase: str, done: int, total: int, since: float) -> None:
-        rss = self._rss()
-        if self.progress is not None:
-            self.progress(Progress(phase, done, total, time.perf_counter() - since, rss))
+    def _report_render(self, done: int) -> None:
+        self.reporter.report("render", done, self._render_total)
 
     def _layout(self) -> list[list[tuple[int, int]]]:
         """Output segments (the unit of resume), each a list of chunk ranges ``(start, stop)``.
@@ -359,12 +351,12 @@ class Pipeline:
 
     def _finalize(self, segments: list[Any]) -> Any:
         t = time.perf_counter()
-        self._report("finalize", 0, 1, t)
+        self.reporter.report("finalize", 0, 1)
         result = self._encoder.finalize(
             finalize_request(self.sel, self.settings, segments, self.output)
         )
         self.stats.add("finalize", time.perf_counter() - t, self.plan.num_frames)
-        self._report("finalize", 1, 1, t)
+        self.reporter.report("finalize", 1, 1)
         return result
 
     def _part_result(self, segments: list[Any], resumed: int, work: WorkDir) -> SyncResult:
@@ -388,7 +380,7 @@ class Pipeline:
             oom_recoveries=self.recoveries,
             memory=self.memory,
             wall_seconds=time.perf_counter() - self._started,
-            peak_rss_bytes=self._peak_rss,
+            peak_rss_bytes=max(self.reporter.peak_rss, self.reporter.rss()),
             **fields,
         )
 
@@ -414,8 +406,6 @@ class Pipeline:
         def open_face() -> Any:
             return proc.open(settings, self._device(self.memory.face_device))
 
-        t = time.perf_counter()
-
         def analysed(seconds: float, cached: bool) -> None:
             self.stats.add("faces", seconds, 0 if cached else info.num_frames)
             log.info("face track ready", cached=cached, seconds=round(seconds, 2))
@@ -427,7 +417,7 @@ class Pipeline:
             settings,
             self.settings.cache_dir,
             batch=settings.detect_batch or self.memory.batch_sizes.get("detect", 16),
-            on_progress=lambda d, n: self._report("faces", d, n, t),
+            on_progress=lambda d, n: self.reporter.report("faces", d, n),
             on_done=analysed,
         )
 
@@ -441,7 +431,6 @@ class Pipeline:
         stream: StreamInfo,
         work: WorkDir | None,
     ) -> tuple[list[Any], int]:
-        total = self.plan.num_frames
         layout = self._layout()
         n_segments = len(layout)
         sizes = [seg[-1][1] - seg[0][0] for seg in layout]
@@ -468,12 +457,16 @@ class Pipeline:
                 todo = list(range(n_segments))
                 done.clear()
 
+        self._render_total = sum(sizes[i] for i in mine)
+        self._rendered = sum(sizes[i] for i in done)
         # an input with no face anywhere fails before the generator is even loaded
         try:
             if live is not None:
-                live.wait_for_a_face(cancelled=self._stop.is_set)
+                live.wait_for_a_face(cancelled=self._stop_requested)
         except InterruptedError:
-            raise JobInterrupted("interrupted", hint="run the same command again") from None
+            raise JobInterrupted(
+                "interrupted while the faces were being found", hint=_RERUN
+            ) from None
         gen = self.sel.generator
         ctx = GeneratorContext(
             device=self.plan.device,
@@ -488,9 +481,12 @@ class Pipeline:
         if self.memory.generate_device not in (None, self.plan.device.id):
             ctx.device = self._device(self.memory.generate_device)
         self._ctx = ctx
+        self.reporter.report("load", 0, 1)
         self._session = gen.load(ctx)
+        self.reporter.report("load", 1, 1)
         self.stats.add("load", time.perf_counter() - t, 1)
         self._calibrate(features)
+        self._report_render(self._rendered)  # the render starts (resumed frames are done)
         proc = self.sel.face_processor
         face_session = (
             proc.open(self._face_settings, self._device(self.memory.face_device)) if proc else None
@@ -502,8 +498,6 @@ class Pipeline:
         to_work: queue.Queue[_Chunk | None] = queue.Queue(QUEUE_DEPTH)
         to_write: queue.Queue[_Chunk | None] = queue.Queue(QUEUE_DEPTH)
         written: dict[int, Any] = {}
-        progress_start = time.perf_counter()
-        counter = {"frames": sum(sizes[i] for i in done)}
 
         def chunks() -> Iterator[_Chunk]:
             for index in todo:
@@ -545,8 +539,6 @@ class Pipeline:
                         if work is not None:
                             work.record(item.segment, Path(result), sizes[item.segment])
                     self.stats.add("encode", time.perf_counter() - t0, len(item.frames_out))
-                    counter["frames"] += len(item.frames_out)
-                    self._report("render", counter["frames"], total, progress_start)
             finally:
                 if sink is not None:
                     sink.abort()
@@ -559,7 +551,7 @@ class Pipeline:
             thread.start()
         try:
             while True:
-                item = self._get(to_work)
+                item = self._get(to_work, check=self.reporter.check)
                 if item is None:
                     break
                 self._check_pressure()
@@ -569,17 +561,17 @@ class Pipeline:
                 self._put(to_write, item)
             self._put(to_write, None)
             threads[1].join()
-        except (KeyboardInterrupt, _Cancelled) as exc:
+        except (KeyboardInterrupt, Cancelled, _Cancelled) as exc:
             self._stop.set()
             for thread in threads:
                 thread.join(timeout=10)
             if self._errors:
                 raise self._errors[0] from None
-            if isinstance(exc, KeyboardInterrupt):
+            if isinstance(exc, KeyboardInterrupt | Cancelled) or self.reporter.cancel_requested():
                 kept = len(done) + len(written)
+                word = "interrupted" if isinstance(exc, KeyboardInterrupt) else "cancelled"
                 raise JobInterrupted(
-                    f"interrupted: {kept} of {n_segments} segments are finished and kept",
-                    hint="run the same command again to resume",
+                    f"{word}: {kept} of {n_segments} segments are finished and kept", hint=_RERUN
                 ) from None
             raise
         finally:
@@ -618,8 +610,10 @@ class Pipeline:
             except queue.Full:
                 continue
 
-    def _get(self, q: queue.Queue[Any]) -> Any:
+    def _get(self, q: queue.Queue[Any], check: Callable[[], None] | None = None) -> Any:
         while True:
+            if check is not None:
+                check()
             try:
                 return q.get(timeout=_POLL)
             except queue.Empty:
@@ -641,12 +635,14 @@ class Pipeline:
         size = spec.crop_size
         src = source_indices(chunk.frames_out, live.num_frames, self.plan.length_policy)
         try:
-            track = live.upto(int(src.max()), cancelled=self._stop.is_set)
+            track = live.upto(int(src.max()), cancelled=self._stop_requested)
         except InterruptedError:
             raise _Cancelled from None
         with_face = np.flatnonzero(track.valid[src])
         frames = chunk.frames
+        self._rendered += len(src) - len(with_face)  # frames without a face are kept as they are
         if len(with_face) == 0:
+            self._report_render(self._rendered)
             return frames
         t0 = time.perf_counter()
         matrices = []
@@ -724,10 +720,18 @@ class Pipeline:
             parts = []
             for a in range(0, len(crops), size):
                 b = min(len(crops), a + size)
+                self.reporter.check()
                 batch = GenerationBatch(
-                    frame_numbers[a:b], crops[a:b], audio[a:b], history, features, source
+                    frame_numbers[a:b],
+                    crops[a:b],
+                    audio[a:b],
+                    history,
+                    features,
+                    source,
+                    on_progress=self._unit_reporter(self._rendered + a, b - a),
                 )
                 out = self._session.generate(batch)
+                self._report_render(self._rendered + b)
                 if out.shape != crops[a:b].shape or out.dtype != np.uint8:
                     raise LipkitError(
                         f"backend {self.sel.generator_spec.name!r} returned {out.shape} "
@@ -747,7 +751,18 @@ class Pipeline:
             reraise=True,
         )
         result: np.ndarray = retrying(attempt)
+        self._rendered += len(crops)
         return result
+
+    def _unit_reporter(self, first: int, count: int) -> Callable[[int, int], None]:
+        """The batch's ``on_progress``: ``units`` of ``total`` of the generator's own work on a
+        batch of ``count`` frames starting at ``first`` frames done."""
+
+        def on_units(units: int, total: int) -> None:
+            share = min(1.0, max(0.0, units / total)) if total > 0 else 0.0
+            self._report_render(first + int(count * share))
+
+        return on_units
 
     def _shrink(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

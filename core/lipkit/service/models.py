@@ -117,6 +117,10 @@ class JobRecord(BaseModel):
     device: str | None = None
     progress: float = 0.0
     phase: str | None = None
+    frames_done: int | None = None
+    frames_total: int | None = None
+    frames_per_second: float | None = None
+    eta_seconds: float | None = None
     error: ErrorInfo | None = None
     result_key: str | None = None
     num_frames: int | None = None
@@ -132,7 +136,15 @@ class JobInfo(BaseModel):
     id: str
     status: JobStatus
     progress: float = Field(ge=0.0, le=1.0)
-    phase: str | None = Field(default=None, description="faces, render or finalize")
+    phase: str | None = Field(
+        default=None, description="what the job is doing: faces, load, render or finalize"
+    )
+    frames_done: int | None = Field(default=None, description="frames done in this phase")
+    frames_total: int | None = Field(default=None, description="frames in this phase")
+    frames_per_second: float | None = Field(default=None, description="this phase's rate")
+    eta_seconds: float | None = Field(
+        default=None, description="seconds until the job is done, at the current rate"
+    )
     backend: str | None = None
     created_at: float
     updated_at: float

@@ -2,11 +2,12 @@
 
 Each worker thread takes the oldest queued job, claims it in the store (queued -> running),
 and calls :func:`lipkit.sync` with the job's device, a stable ``work_dir`` under the state
-directory (so a job interrupted by a restart resumes from its finished segments) and a
-progress callback. The callback writes progress to the store, and is also how a job is
-stopped: it raises :class:`JobCancelled` once the job is cancelled, or
-:class:`~lipkit.errors.JobInterrupted` when the service shuts down; the pipeline stops at its
-next progress report (the next chunk) and re-raises it from ``sync``.
+directory (so a job interrupted by a restart resumes from its finished segments), a
+progress callback (:class:`JobProgress`: the job's phase, frames, rate and time left, written
+to the store) and a ``cancel`` function that is true once the job is cancelled or the service
+shuts down. The pipeline polls it at every batch and inside long batches (a few seconds of
+work at most), stops, keeps its finished segments and raises
+:class:`~lipkit.errors.JobInterrupted`: the job is then cancelled, or re-queued on shutdown.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from typing import Any
 from lipkit.config import LipkitSettings
 from lipkit.errors import JobInterrupted, LipkitError
 from lipkit.logs import get_logger
-from lipkit.pipeline.runner import Progress
+from lipkit.pipeline.progress import Progress
 from lipkit.plans import SyncResult
 from lipkit.service.models import ErrorInfo, JobRecord, ServiceConfig
 from lipkit.service.storage import ResultStorage
 from lipkit.service.store import JobStore
+from lipkit.service.words import error_info
 
 log = get_logger(__name__)
 
@@ -43,13 +45,50 @@ class QueueFull(LipkitError):
     """The queue holds ``queue_size`` jobs already (HTTP 503)."""
 
 
+_PHASE_SPANS = {"faces": (0.0, 0.05), "load": (0.05, 0.1), "render": (0.1, 0.95)}
+_PHASE_SPANS["finalize"] = (0.95, 1.0)
+"""Where each phase lies in the job's overall progress, 0..1."""
+
+
 def _overall(progress: Progress) -> float:
-    """Progress of the whole job, 0..1: rendering is 95 %, the final mux the rest."""
-    if progress.phase == "render":
-        return 0.95 * progress.done / max(progress.total, 1)
-    if progress.phase == "finalize":
-        return 0.95 + 0.05 * progress.done / max(progress.total, 1)
-    return 0.0
+    """Progress of the whole job, 0..1 (see :data:`_PHASE_SPANS`)."""
+    low, high = _PHASE_SPANS.get(progress.phase, (0.0, 0.0))
+    return low + (high - low) * progress.fraction
+
+
+class JobProgress:
+    """A job's progress callback: its phase, frames, rate and time left go to the store at
+    most every :data:`PROGRESS_INTERVAL` seconds (a new phase and a phase's end at once).
+    Reports of an earlier phase still running alongside (the face pass under the render) do
+    not take the status back."""
+
+    def __init__(self, store: JobStore, job_id: str) -> None:
+        self.store = store
+        self.job_id = job_id
+        self._phase = -1  # index of the latest phase in _PHASE_SPANS
+        self._written = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, report: Progress) -> None:
+        order = list(_PHASE_SPANS).index(report.phase) if report.phase in _PHASE_SPANS else -1
+        now = time.monotonic()
+        with self._lock:
+            if order < self._phase:
+                return
+            due = now - self._written >= PROGRESS_INTERVAL or report.done >= report.total
+            if order == self._phase and not due:
+                return
+            self._phase, self._written = order, now
+        rendering = report.phase in ("render", "finalize")
+        self.store.update(
+            self.job_id,
+            phase=report.phase,
+            progress=_overall(report),
+            frames_done=report.done,
+            frames_total=report.total,
+            frames_per_second=round(report.rate, 3) if report.rate > 0 else None,
+            eta_seconds=round(report.eta, 1) if rendering and report.eta is not None else None,
+        )
 
 
 class WorkerPool:
@@ -168,41 +207,28 @@ class WorkerPool:
         current = self.store.get(job.id)  # a cancel may have come since the claim
         if current is not None and current.cancel_requested:
             cancel.set()
-        last: dict[str, Any] = {"time": 0.0, "phase": ""}
 
-        def progress(report: Progress) -> None:
-            if cancel.is_set():
-                raise JobCancelled("cancelled")
-            if self._stop.is_set():
-                raise JobInterrupted("the service is shutting down", hint="resumes on restart")
-            now = time.monotonic()
-            if report.phase != last["phase"] or now - last["time"] >= PROGRESS_INTERVAL:
-                last.update(time=now, phase=report.phase)
-                if report.phase == "faces":
-                    self.store.update(job.id, phase="faces")
-                else:
-                    self.store.update(job.id, phase=report.phase, progress=_overall(report))
+        def stopping() -> bool:
+            return cancel.is_set() or self._stop.is_set()
 
         output = self.job_dir(job.id) / "result.mp4"
         log.info("job started", job=job.id, device=device, backend=job.options.backend)
         try:
-            result = self._call_sync(job, device, output, progress)
-        except JobCancelled:
-            self.store.update(job.id, status="cancelled", phase=None)
-            self._cleanup(job.id, keep_work=False)
-            log.info("job cancelled", job=job.id)
-            return
+            result = self._call_sync(job, device, output, JobProgress(self.store, job.id), stopping)
         except JobInterrupted as exc:
+            if cancel.is_set() or isinstance(exc, JobCancelled):
+                self.store.update(job.id, status="cancelled", phase=None)
+                self._cleanup(job.id, keep_work=False)
+                log.info("job cancelled", job=job.id)
+                return
             if self._stop.is_set():  # shutdown: back to the queue, finished segments kept
                 self.store.update(job.id, status="queued", phase=None)
                 log.info("job interrupted by shutdown; re-queued", job=job.id)
                 return
-            self._fail(job.id, ErrorInfo(type=type(exc).__name__, message=exc.message))
+            self._fail(job.id, error_info(exc))
             return
         except LipkitError as exc:
-            self._fail(
-                job.id, ErrorInfo(type=type(exc).__name__, message=exc.message, hint=exc.hint)
-            )
+            self._fail(job.id, error_info(exc))
             return
         finally:
             with self._lock:
@@ -222,7 +248,12 @@ class WorkerPool:
         log.info("job done", job=job.id, frames=result.num_frames, seconds=result.wall_seconds)
 
     def _call_sync(
-        self, job: JobRecord, device: str, output: Path, progress: Callable[[Progress], None]
+        self,
+        job: JobRecord,
+        device: str,
+        output: Path,
+        progress: Callable[[Progress], None],
+        cancel: Callable[[], bool],
     ) -> SyncResult:
         if self._sync is not None:
             sync = self._sync
@@ -243,6 +274,7 @@ class WorkerPool:
             backend=options.backend,
             settings=self.settings,
             progress=progress,
+            cancel=cancel,
             params=options.backend_params(),
             **overrides,
         )

@@ -84,9 +84,12 @@ class GeneratorContract:
         spec: GeneratorSpec,
         shape: tuple[int, ...],
         seed: int = 0,
+        on_progress: Any = None,
+        batches: int | None = None,
     ) -> list[np.ndarray]:
-        """Generate a ``JOB_FRAMES``-frame track batch by batch, as the pipeline does; check
-        every output's shape and dtype; return the outputs."""
+        """Generate a ``JOB_FRAMES``-frame track batch by batch, as the pipeline does (only the
+        first ``batches`` if given, each with ``on_progress``); check every output's shape and
+        dtype; return the outputs."""
         values = build_params(generator.params_model, params)
         total = self.JOB_FRAMES
         bounds = generator.frame_batches(values, total) or [
@@ -99,11 +102,13 @@ class GeneratorContract:
         features = _SeededFeatures(total, shape, seed)
         history = None
         outputs = []
-        for a, b in bounds:
+        for a, b in bounds[:batches]:
             frames = np.arange(a, b, dtype=np.int64)
             rng = np.random.default_rng((seed, a))
             crops = rng.integers(0, 256, (b - a, height, width, 3), dtype=np.uint8)
-            batch = GenerationBatch(frames, crops, features.window(frames), history, features)
+            batch = GenerationBatch(
+                frames, crops, features.window(frames), history, features, on_progress=on_progress
+            )
             out = session.generate(batch)
             assert isinstance(out, np.ndarray)
             assert out.shape == crops.shape and out.dtype == np.uint8, (
@@ -308,6 +313,59 @@ class GeneratorContract:
             diff = np.abs(alone.astype(np.int16) - whole.astype(np.int16))
             assert diff.max() <= self.ITEM_TOLERANCE, f"items alone differ by {diff.max()} levels"
             assert (diff > 0).mean() < 0.01, f"{(diff > 0).mean():.1%} of values differ"
+
+    def test_progress_is_in_order_and_a_raise_stops_the_batch(
+        self,
+        generator: Generator,
+        generator_params: dict[str, Any],
+        model_home: Path,
+        cpu_device: DeviceInfo,
+        audio_frame_shape: tuple[int, ...],
+        job_spec: GeneratorSpec,
+    ) -> None:
+        """``batch.on_progress`` calls (optional) go ``0 < done <= total``, in order, ending at
+        ``total``, and change no output; an exception raised from it leaves ``generate``
+        unchanged (it is how a job is cancelled inside a long batch)."""
+        calls: list[tuple[int, int]] = []
+
+        def record(done: int, total: int) -> None:
+            calls.append((int(done), int(total)))
+
+        class Stop(Exception):
+            pass
+
+        def stop(done: int, total: int) -> None:
+            raise Stop
+
+        session = self.session(generator, generator_params, model_home, cpu_device, seed=5)
+        try:
+            if self.runs_jobs(generator, generator_params):
+
+                def run(callback: Any) -> list[np.ndarray]:
+                    return self.job(
+                        session, generator, generator_params, job_spec, audio_frame_shape,
+                        seed=2, on_progress=callback, batches=1,
+                    )  # fmt: skip
+            else:
+
+                def run(callback: Any) -> list[np.ndarray]:
+                    batch = self.batch(job_spec, audio_frame_shape, 4, seed=2)
+                    batch.on_progress = callback
+                    return [session.generate(batch)]
+
+            plain, reported = run(None), run(record)
+            for a, b in zip(plain, reported, strict=True):
+                assert np.array_equal(a, b), "on_progress changed the output"
+            if not calls:
+                return  # a generator may report nothing (a quick one need not)
+            totals = {total for _, total in calls}
+            assert len(totals) == 1 and min(totals) > 0, f"totals vary: {calls}"
+            done = [d for d, _ in calls]
+            assert done == sorted(done) and done[0] > 0 and done[-1] == calls[-1][1], calls
+            with pytest.raises(Stop):
+                run(stop)
+        finally:
+            session.close()
 
     def test_missing_weights_are_a_model_error(
         self, generator: Generator, tmp_path: Path, cpu_device: DeviceInfo

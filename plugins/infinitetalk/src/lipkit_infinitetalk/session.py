@@ -326,6 +326,11 @@ class InfiniteTalkSession(GeneratorSession):
         t_lat, h_lat, w_lat = condition_latents.shape[1:]
         mask = condition_mask(t_lat, h_lat, w_lat)
         audio = features.window(np.arange(window.start, window.stop, dtype=np.int64))
+        # progress in units: the encoders (1), each denoising step, the decoder (1)
+        units = self.settings.steps + 2
+        report = batch.on_progress
+        if report is not None:
+            report(1, units)
 
         self._phase("transformer")
         device = self.device
@@ -345,9 +350,12 @@ class InfiniteTalkSession(GeneratorSession):
             self.settings,
             audio_scale=p.audio_scale,
             dtype=self.dtype,
+            on_step=None if report is None else lambda step, _: report(1 + step, units),
         )
         self._phase("vae")
         decoded = decode_latents(self.vae, latents[None], tiling=p.vae_tiling)
+        if report is not None:
+            report(units, units)
         if p.colour_correction > 0:
             target = reference if p.colour_target == "window" else first_frame(batch, reference)
             decoded = match_lab(decoded, target, p.colour_correction)

@@ -120,12 +120,16 @@ def sample_segment(
     device: torch.device,
     dtype: torch.dtype,
     stage: Callable[[str], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Lip-synced crops ``uint8 [F, S, S, 3]`` for RGB ``crops`` and audio ``[F, 50, 384]``.
 
     ``mask`` is ``float [S, S]`` on ``device`` (1 keep, 0 paint). ``stage(name)`` is called
-    before the "unet" and "vae" phases (for model offloading).
+    before the "unet" and "vae" phases (for model offloading). ``on_progress(done, total)`` is
+    called after the encoding, each denoising step and the decoding (``steps + 2`` units).
     """
+    units = len(scheduler.timesteps) + 2
+    report = on_progress or (lambda done, total: None)
     count, size = len(crops), crops.shape[1]
     latent = size // VAE_DOWNSCALE
     original = torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2)
@@ -161,6 +165,7 @@ def sample_segment(
     noise = initial_noise(options.seed, latent, torch.float32).to(device=device, dtype=dtype)
     latents = noise.expand(1, LATENT_CHANNELS, count, latent, latent) * scheduler.init_noise_sigma
 
+    report(1, units)
     if stage is not None:
         stage("unet")
     for step, t in enumerate(scheduler.timesteps):
@@ -177,6 +182,7 @@ def sample_segment(
             uncond, cond = pred.chunk(2)
             pred = uncond + options.guidance * (cond - uncond)
         latents = scheduler.step(pred, t, latents, eta=0.0).prev_sample
+        report(2 + step, units)
 
     if stage is not None:
         stage("vae")
@@ -187,4 +193,5 @@ def sample_segment(
     result: np.ndarray = (
         out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     )
+    report(units, units)
     return result

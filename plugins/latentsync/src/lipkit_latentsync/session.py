@@ -74,6 +74,7 @@ class LatentSyncSession(GeneratorSession):
             device=self.device,
             dtype=self.dtype,
             stage=self._stage,
+            on_progress=batch.on_progress,
         )
 
     def close(self) -> None:

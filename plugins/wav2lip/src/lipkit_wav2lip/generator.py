@@ -168,10 +168,11 @@ class Wav2LipSession(GeneratorSession):
         if len(crops) == 0:
             return crops.copy()
         step = CPU_SLICE if self.device.type == "cpu" else len(crops)
-        parts = [
-            self.forward(crops[a : a + step], mels[a : a + step])
-            for a in range(0, len(crops), step)
-        ]
+        parts = []
+        for a in range(0, len(crops), step):
+            parts.append(self.forward(crops[a : a + step], mels[a : a + step]))
+            if batch.on_progress is not None:  # a slice is about a second on two cores
+                batch.on_progress(min(a + step, len(crops)), len(crops))
         out = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if self.params.colour_match == "lab":
             out = match_colour(out, crops, (FACE_SIZE // 2, FACE_SIZE), self.params.colour_strength)
