@@ -15,7 +15,7 @@ from lipkit.errors import ResourceError
 from lipkit.hookspecs import hookimpl
 from lipkit.interfaces import MemoryPolicy
 from lipkit.plans import MemoryPlan, MemoryRequest, choose_precision
-from lipkit.specs import GIB, MIB, MemoryPolicySpec
+from lipkit.specs import CPU_DETECT_BATCH, GIB, MIB, MemoryPolicySpec
 
 HEADROOM = {"conservative": 0.6, "balanced": 0.75, "aggressive": 0.9}
 # frames of the decoded video alive at once per chunk: reader queue, work, writer queue
@@ -100,7 +100,10 @@ class AutoMemoryPolicy(MemoryPolicy):
         return MemoryPlan(
             policy=self.spec.name,
             budget_bytes=budget,
-            batch_sizes={"detect": 16, "generate": batch},
+            batch_sizes={
+                "detect": CPU_DETECT_BATCH if face_device == "cpu" else 16,
+                "generate": batch,
+            },
             chunk_frames=chunk,
             precision=precision,
             face_device=face_device,

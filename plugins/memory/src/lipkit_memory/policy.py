@@ -50,7 +50,15 @@ from lipkit.errors import ResourceError
 from lipkit.interfaces import MemoryPolicy, MemoryProbe, OomEvent
 from lipkit.logs import get_logger
 from lipkit.plans import MemoryPlan, MemoryRequest, choose_precision
-from lipkit.specs import GIB, MIB, DeviceInfo, GeneratorSpec, MemoryPolicySpec, Precision
+from lipkit.specs import (
+    CPU_DETECT_BATCH,
+    GIB,
+    MIB,
+    DeviceInfo,
+    GeneratorSpec,
+    MemoryPolicySpec,
+    Precision,
+)
 
 log = get_logger(__name__)
 
@@ -163,10 +171,12 @@ class MeasuredMemoryPolicy(MemoryPolicy):
             + " (detection in fp16 only on CUDA devices, where detectors support it)"
         )
         detect_room = host_budget if face_device == "cpu" else available - batch * per_item
-        sizes["detect"] = int(max(1, min(MAX_DETECT_BATCH, detect_room // DETECT_PER_ITEM)))
+        most = CPU_DETECT_BATCH if face_device == "cpu" else MAX_DETECT_BATCH
+        sizes["detect"] = int(max(1, min(most, detect_room // DETECT_PER_ITEM)))
         reasons.append(
             f"detect batch {sizes['detect']} on {face_device}"
             + (" (shared memory: detection stays on the CPU)" if device.unified_memory else "")
+            + (" (a few seconds of work per call on the CPU)" if face_device == "cpu" else "")
         )
         frames_budget = host_budget - (overhead + resident if device.kind == "cpu" else 0)
         chunk = self._chunk(request, batch, max(frames_budget, 0), reasons)
