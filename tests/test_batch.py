@@ -16,7 +16,8 @@ from cli_helpers import audio_seconds, decode_video
 
 from lipkit.batch import EXIT_ROWS_FAILED, read_jobs
 from lipkit.batch.cli import add_batch_parser
-from lipkit.batch.engines import LocalEngine, import_ray, make_engine, run_jobs
+from lipkit.batch.driver import run_jobs
+from lipkit.batch.engines import LocalEngine, import_ray, make_engine
 from lipkit.errors import ConfigError
 
 MEDIA = Path(__file__).parent / "media"
@@ -235,5 +236,6 @@ def test_long_rows_split_into_parts_join_without_a_seam(
         ours = (jobs.parent / name).read_bytes()
         assert ours == (local_jobs.parent / name).read_bytes(), name
     assert not list(home.rglob("part-*"))  # the parts' segments are gone once joined
+    assert not list(home.rglob("batch-*"))  # and so are the rows' own work folders
     with pytest.raises(ConfigError, match="chunk-seconds"):
         batch(str(jobs), "--chunk-seconds", "0")

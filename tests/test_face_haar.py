@@ -15,7 +15,7 @@ from lipkit.builtins import face_haar
 from lipkit.builtins.face_haar import HaarFaceProcessor, HaarFaceSession
 from lipkit.config import FaceSettings
 from lipkit.errors import PluginError
-from lipkit.face import warp
+from lipkit.face import haar_files, warp
 from lipkit.specs import DeviceInfo
 
 CPU = DeviceInfo(id="cpu", kind="cpu", name="cpu", total_memory=1, free_memory=1)
@@ -167,9 +167,36 @@ def test_align_frames_forehead_to_chin_with_the_mouth_in_the_lower_half() -> Non
 def test_a_missing_cascade_is_a_plugin_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cv2.data, "haarcascades", str(tmp_path) + "/")
-    with pytest.raises(PluginError, match=r"opencv-python-headless 4\.x"):
-        HaarFaceProcessor().open(FaceSettings(), CPU)
+    monkeypatch.setattr(haar_files, "cascade_folders", lambda: [tmp_path])
+    s = HaarFaceProcessor().open(FaceSettings(), CPU)  # the file is looked up on first use
+    assert s.detect(np.zeros((0, 64, 64, 3), np.uint8)) == []
+    with pytest.raises(PluginError, match="haarcascade_frontalface_default.xml") as info:
+        s.detect(PHOTO[None])
+    assert "--detector-checkpoint" in info.value.message
+    assert info.value.hint and "opencv-python-headless>=4.8,<5" in info.value.hint
+    # such an environment declares the file as a weight, so the resolver can say so up front
+    (weight,) = face_haar.haar_spec(cascade_found=False).weights
+    assert weight.filename == "haarcascade_frontalface_default.xml" and weight.required
+    assert weight.param == "detector_checkpoint"
+    assert face_haar.haar_spec(cascade_found=True).weights == ()
+
+
+def test_the_cascade_is_found_where_detector_checkpoint_points(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+    monkeypatch.setattr(haar_files, "cascade_folders", lambda: [tmp_path / "nothing-here"])
+    (tmp_path / "mine").mkdir()
+    copy = tmp_path / "mine" / "haarcascade_frontalface_default.xml"
+    copy.write_bytes(shipped.read_bytes())
+    for configured in (copy, copy.parent):  # the file, or a folder holding it
+        assert face_haar.cascade_path(configured) == copy
+        (found,) = session(detector_checkpoint=configured).detect(PHOTO[None])
+        assert found is not None and inside(EYES, found.box)
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<opencv_storage><cascade>")
+    with pytest.raises(PluginError, match="cascade"):
+        session(detector_checkpoint=broken).detect(PHOTO[None])
 
 
 def test_frames_must_be_uint8_rgb() -> None:

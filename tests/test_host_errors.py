@@ -66,3 +66,4 @@ def test_the_service_says_it_in_request_fields(tmp_path: Path, sample_portrait, 
         assert detail["type"] == "PluginError" and "." not in detail["type"]
         text = f"{detail['message']} {detail.get('hint') or ''}"
         assert "--" not in text and str(tmp_path) not in text
+        assert '"lipkit plugins" on the server' in text

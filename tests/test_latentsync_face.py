@@ -49,6 +49,7 @@ from skimage import data
 
 from lipkit.config import FaceSettings
 from lipkit.errors import ModelError, PluginError
+from lipkit.face import haar_files
 from lipkit.face.warp import crop
 from lipkit.interfaces import Detection
 from lipkit.specs import DeviceInfo
@@ -682,8 +683,19 @@ def test_points_from_eyes_turn_and_scale_with_the_eyes() -> None:
 
 
 def test_offline_needs_the_eye_cascades(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(
-        offline, "cascade_path", lambda: tmp_path / "haarcascade_frontalface_default.xml"
-    )
-    with pytest.raises(PluginError, match="haarcascade_eye.xml"):
+    shipped = Path(cv2.data.haarcascades)
+    face_only = tmp_path / "face-only"
+    face_only.mkdir()
+    face_file = face_only / "haarcascade_frontalface_default.xml"
+    face_file.write_bytes((shipped / face_file.name).read_bytes())
+    monkeypatch.setattr(haar_files, "cascade_folders", lambda: [face_only])
+    with pytest.raises(PluginError, match="haarcascade_eye.xml") as info:
         offline.eye_cascade_paths()
+    assert info.value.hint and "--detector-checkpoint" in info.value.hint
+    assert {w.filename for w in offline.missing_cascades()} == set(offline.EYE_CASCADES)
+    # the eye files in the folder --detector-checkpoint names (or beside the file it names)
+    for name in offline.EYE_CASCADES:
+        (face_only / name).write_bytes((shipped / name).read_bytes())
+    monkeypatch.setattr(haar_files, "cascade_folders", lambda: [tmp_path / "nothing-here"])
+    assert offline.eye_cascade_paths(face_file) == [face_only / n for n in offline.EYE_CASCADES]
+    assert offline.eye_cascade_paths(face_only) == [face_only / n for n in offline.EYE_CASCADES]

@@ -23,6 +23,8 @@ _FLAG = re.compile(
 _PATH = re.compile(r"(?<![\w.~/:-])(?:/[^\s'\"`,;()]+|[A-Za-z]:\\[^\s'\"`,;()]+)")
 """An absolute POSIX or Windows path."""
 _TRAILING = ".:"
+_COMMAND = re.compile(r"`(lipkit [^`]+)`")
+"""A lipkit command line quoted in a message, as a hint names it: `lipkit plugins --all`."""
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,13 @@ class HostWords:
     ``flag(name, value)`` gets a CLI flag's name without dashes (``face-box``) and its value
     when one follows (``checkpoint=PATH``) and returns the host's words for it, e.g.
     ``the "params" field ({"checkpoint": ...})``. ``path(text)`` gets an absolute path.
+    ``command(line)`` gets a quoted lipkit command line (``lipkit plugins --all``) and says
+    what the host offers instead; by default the command stays as it is.
     """
 
     flag: Callable[[str, str | None], str]
     path: Callable[[str], str]
+    command: Callable[[str], str] = lambda line: f"`{line}`"
 
 
 def public_path(path: str) -> str:
@@ -55,7 +60,10 @@ def rewrite(text: str, words: HostWords) -> str:
         stripped = found.rstrip(_TRAILING)
         return words.path(stripped) + found[len(stripped) :]
 
-    return _PATH.sub(path, _FLAG.sub(flag, text))
+    def command(match: re.Match[str]) -> str:
+        return words.command(match.group(1))
+
+    return _PATH.sub(path, _FLAG.sub(flag, _COMMAND.sub(command, text)))
 
 
 def for_host(error: LipkitError, words: HostWords) -> tuple[str, str, str | None]:

@@ -307,8 +307,8 @@ class Resolver:
                 continue
             path = weight_path(weight, values, folder)
             if path.is_file():
-                if getattr(values, weight.param) is None:
-                    updates[weight.param] = path
+                if getattr(values, weight.param) is None and weight.param not in updates:
+                    updates[weight.param] = path  # several files, one field: the first's path
             elif weight.required:
                 raise ModelError(
                     f"{kind} {spec.name!r} needs {weight.filename}, not found at {path}",

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
-from wav2lip_helpers import random_state_dict, save_published  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_wav2lip_checkpoint import calibrated_state_dict, save_published  # noqa: E402
 
 Event = tuple[float, dict[str, Any]]  # (perf_counter seconds, the report)
 SETTINGS = {
@@ -45,9 +45,13 @@ def cancel_due(cancel_at: float | None, phase: str | None, done: int, total: int
     return cancel_at is not None and phase == "render" and total > 0 and done >= cancel_at * total
 
 
-def largest_gap(events: list[Event]) -> float:
-    times = [t for t, _ in events]
-    return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+def largest_gap(events: list[Event]) -> tuple[float, str]:
+    """The longest wait between two reports, and between which (``render 96 -> render 128``)."""
+    gaps = [
+        (b[0] - a[0], f"{a[1]['phase']} {a[1]['done']} -> {b[1]['phase']} {b[1]['done']}")
+        for a, b in zip(events, events[1:], strict=False)
+    ]
+    return max(gaps, default=(0.0, "-"))
 
 
 def row(caller: str, whole: list[Event], stop_seconds: float | None) -> list[str]:
@@ -55,9 +59,9 @@ def row(caller: str, whole: list[Event], stop_seconds: float | None) -> list[str
     for _, report in whole:
         phases[report["phase"]] = phases.get(report["phase"], 0) + 1
     counts = ", ".join(f"{k} {v}" for k, v in phases.items())
-    gap = largest_gap(whole)
+    gap, where = largest_gap(whole)
     stop = f"{stop_seconds:.2f}" if stop_seconds is not None else "-"
-    return [caller, str(len(whole)), counts, f"{gap:.2f}", stop]
+    return [caller, str(len(whole)), counts, f"{gap:.2f} ({where})", stop]
 
 
 # --------------------------------------------------------------------------- the API
@@ -205,15 +209,20 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="lipkit-bench-progress-") as tmp:
         work = Path(tmp)
-        ckpt = save_published(random_state_dict(seed=0), work / "w2l.pth", module_prefix=True)
+        ckpt = work / "w2l.pth"
+        save_published(calibrated_state_dict(seed=0), ckpt)
         for name in args.only or list(runners):
             for folder in (work / f"{name}-whole", work / name):
                 folder.mkdir()
+            # each run has a home of its own: a face track cached by an earlier run would
+            # skip the face pass
+            os.environ["LIPKIT_HOME"] = str(work / f"{name}-whole" / "home")
             whole, _ = runners[name](args.face, args.audio, ckpt, work / f"{name}-whole", None)
+            os.environ["LIPKIT_HOME"] = str(work / name / "home")
             _, took = runners[name](args.face, args.audio, ckpt, work / name, args.cancel_at)
             rows.append(row(name, whole, took))
             print(f"{name}: done", file=sys.stderr)
-    header = ["caller", "reports", "by phase", "largest gap s", "cancel->stop s"]
+    header = ["caller", "reports", "by phase", "largest gap s (between)", "cancel->stop s"]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for line in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))

@@ -9,8 +9,8 @@ speech looped to the same length.
 
 from __future__ import annotations
 
+import argparse
 import subprocess
-import sys
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -39,9 +39,16 @@ def make(out_dir: Path, seconds: int) -> tuple[Path, Path]:
     return face, speech
 
 
-if __name__ == "__main__":
-    target = Path(sys.argv[1])
-    target.mkdir(parents=True, exist_ok=True)
-    for length in sys.argv[2:] or ["60", "240"]:
-        for path in make(target, int(length)):
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("seconds", type=int, nargs="*", default=[60, 240], help="default 60 240")
+    args = parser.parse_args()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    for length in args.seconds:
+        for path in make(args.out_dir, length):
             print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,8 @@ From Python::
 
 from __future__ import annotations
 
-from lipkit.batch.engines import LocalEngine, RayEngine, make_engine, run_jobs, run_task
+from lipkit.batch.driver import run_jobs
+from lipkit.batch.engines import LocalEngine, RayEngine, make_engine, run_task
 from lipkit.batch.jobs import BatchState, JobRow, RowResult, RowTask, prepare_task, read_jobs
 from lipkit.batch.report import EXIT_ROWS_FAILED, BatchSummary, format_summary
 

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lipkit.batch.engines import make_engine, run_jobs
+from lipkit.batch.driver import run_jobs
+from lipkit.batch.engines import make_engine
 from lipkit.batch.jobs import BatchState, RowResult, read_jobs
 from lipkit.batch.report import EXIT_ROWS_FAILED, BatchSummary, first_line, format_summary
 from lipkit.errors import ConfigError
@@ -94,7 +95,10 @@ def _progress(total: int) -> Any:
         if result.status == "failed" and result.error:
             what = f"failed: {first_line(result.error)}"
         elif result.status == "ok":
-            what = f"ok ({result.seconds:.1f} s)"
+            resumed = result.resumed_segments
+            what = f"ok ({result.seconds:.1f} s" + (
+                f", {resumed} segments resumed)" if resumed else ")"
+            )
         print(f"[{seen}/{total}] row {result.row} {result.output}: {what}", file=sys.stderr)
 
     return show

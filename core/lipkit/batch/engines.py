@@ -10,20 +10,17 @@ writable at the same place on every machine that runs rows (a shared file system
 from __future__ import annotations
 
 import importlib.util
-import math
 import multiprocessing
 import os
-import shutil
 import signal
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from lipkit.batch.jobs import BatchState, JobRow, RowResult, RowTask, failed, prepare_task
+from lipkit.batch.jobs import RowResult, RowTask, failed
 from lipkit.errors import ConfigError, LipkitError
 from lipkit.logs import get_logger
 
@@ -198,12 +195,39 @@ class LocalEngine:
                     pool.shutdown(wait=True, cancel_futures=True)
                     return queue
         except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            for process in list((getattr(pool, "_processes", None) or {}).values()):
-                process.terminate()  # rows stop like Ctrl-C; their finished segments are kept
+            _stop_workers(pool)
             raise
         pool.shutdown(wait=True)
         return []
+
+
+WORKER_STOP_SECONDS = 30.0
+"""How long a stopped batch waits for its workers to end their rows (keeping the finished
+segments and releasing the work directories) before it kills them."""
+
+
+def _stop_workers(pool: ProcessPoolExecutor, timeout: float = WORKER_STOP_SECONDS) -> None:
+    """Stop every worker the way Ctrl-C stops ``lipkit run`` and wait until they have exited.
+
+    A worker left running would go on rendering its row unseen, finish it without the batch
+    state knowing, and hold the row's work directory, so a re-run would make the row again
+    from nothing. The processes are taken before ``shutdown``, which forgets them.
+    """
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()  # SIGTERM: the row stops at its next chunk, segments kept
+    deadline = time.monotonic() + timeout
+    try:
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+    finally:  # out of time, or interrupted again while waiting
+        for process in processes:
+            if process.is_alive():
+                log.warning("worker did not stop; killing it", pid=process.pid)
+                process.kill()
+                process.join(5)
 
 
 def _died(task: RowTask) -> RowResult:
@@ -319,7 +343,7 @@ class RayEngine:
             raise
 
 
-# --------------------------------------------------------------------------- driver
+# --------------------------------------------------------------------------- choosing one
 
 
 def make_engine(
@@ -341,157 +365,3 @@ def make_engine(
             )
         return RayEngine(address, log_config)
     raise ConfigError(f"unknown engine {name!r}", hint="use local or ray")
-
-
-def split_task(task: RowTask, chunk_seconds: float) -> list[RowTask]:
-    """The row as parts of about ``chunk_seconds`` each (one task per part), or as it is.
-
-    Parts are runs of the job's output segments (see ``lipkit.sync(part=...)``): each part
-    sees the whole input and audio, so the joined file is the one a whole run makes, without
-    a seam and without overlap. Each part has its own work directory under the row's, so parts
-    run at once and each resumes on its own; on a Ray cluster that directory (``work_dir`` or
-    ``LIPKIT_HOME``) must be shared storage, where the driver joins the parts. Backends whose
-    batches continue from the one before (InfiniteTalk's windows) are not split.
-    """
-    from lipkit.api import prepare
-
-    row = task.row
-    assert row.face is not None and row.output is not None  # read_jobs flags rows without
-    selection, _, _ = prepare(
-        row.face, row.audio, row.output, settings=task.settings, params=row.params
-    )
-    plan = selection.plan
-    parts = max(1, math.ceil(plan.num_frames / plan.fps / chunk_seconds))
-    if parts == 1:
-        return [task]
-    if selection.generator_spec.history_frames:
-        log.warning(
-            "row not split: its backend continues each batch from the one before",
-            row=row.row,
-            backend=selection.generator_spec.name,
-        )
-        return [task]
-    # segments no longer than a part, so that every part has some to make
-    output = task.settings.output
-    output = output.model_copy(
-        update={"segment_seconds": min(output.segment_seconds, chunk_seconds)}
-    )
-    base = parts_dir(task)
-    return [
-        task.model_copy(
-            update={
-                "part": (k, parts),
-                "settings": task.settings.model_copy(
-                    update={"work_dir": base / f"part-{k}", "output": output}
-                ),
-            }
-        )
-        for k in range(parts)
-    ]
-
-
-def parts_dir(task: RowTask) -> Path:
-    """Where a split row's parts keep their work directories (``part-K`` inside)."""
-    return (task.settings.work_dir or task.settings.jobs_dir) / f"batch-{task.key[:16]}"
-
-
-def join_row(task: RowTask, results: list[RowResult]) -> RowResult:
-    """The row's result from its parts' (in part order): the joined file, or the first error.
-    Its seconds are the slowest part's plus the join."""
-    from lipkit.api import join_parts
-
-    row = task.row
-    slowest = max(r.seconds for r in results)
-    started = time.perf_counter() - slowest
-    failures = [r for r in results if r.status != "ok"]
-    if failures:
-        first = failures[0]
-        return first.model_copy(
-            update={
-                "part": None,
-                "segment_files": [],
-                "seconds": time.perf_counter() - started,
-                "error": f"part {first.part[0] + 1} of {first.part[1]}: {first.error}"
-                if first.part
-                else first.error,
-            }
-        )
-    files = [path for result in results for path in result.segment_files]
-    assert row.face is not None and row.output is not None  # read_jobs flags rows without
-    try:
-        join_parts(
-            row.face,
-            row.audio,
-            row.output,
-            files,
-            settings=task.settings,
-            params=row.params,
-        )
-    except LipkitError as exc:
-        return failed(row, exc, time.perf_counter() - started)
-    if not task.settings.keep_work:
-        shutil.rmtree(parts_dir(task), ignore_errors=True)
-    return RowResult(
-        row=row.row,
-        output=row.output,
-        status="ok",
-        seconds=time.perf_counter() - started,
-        frames=results[0].frames,
-        resumed_segments=sum(r.resumed_segments for r in results),
-    )
-
-
-def run_jobs(
-    rows: Iterable[JobRow],
-    engine: Engine,
-    *,
-    state: BatchState | None = None,
-    config: Path | None = None,
-    on_result: ResultCallback | None = None,
-    chunk_seconds: float | None = None,
-) -> list[RowResult]:
-    """Run every row; returns their results in row order. Rows that cannot run, and rows
-    ``state`` records as finished, are reported without running. With ``chunk_seconds`` a
-    row longer than that runs as parts on several workers, joined when the last one ends."""
-    results: dict[int, RowResult] = {}
-    tasks: dict[int, RowTask] = {}
-    pending: dict[int, dict[int, RowResult]] = {}  # row -> part index -> result
-
-    def report(result: RowResult) -> None:
-        task = tasks.get(result.row)
-        if result.part is not None and task is not None:
-            parts = pending.setdefault(result.row, {})
-            parts[result.part[0]] = result
-            if len(parts) < result.part[1]:
-                return
-            result = join_row(task, [parts[k] for k in sorted(parts)])
-        if result.status == "ok" and state is not None and task is not None:
-            state.record(task)
-        results[result.row] = result
-        if on_result is not None:
-            on_result(result)
-
-    to_run: list[RowTask] = []
-    for row in rows:
-        if row.error is not None:
-            report(failed(row, row.error))
-            continue
-        try:
-            task = prepare_task(row, config)
-        except LipkitError as exc:
-            report(failed(row, exc))
-            continue
-        tasks[row.row] = task
-        if state is not None and state.finished(task):
-            report(RowResult(row=row.row, output=row.output, status="skipped"))
-            continue
-        if chunk_seconds:
-            try:
-                to_run.extend(split_task(task, chunk_seconds))
-            except LipkitError as exc:
-                report(failed(row, exc))
-            continue
-        to_run.append(task)
-    log.info("batch starting", rows=len(tasks), tasks=len(to_run))
-    engine.run(to_run, report)
-    return [results[k] for k in sorted(results)]

@@ -1,7 +1,15 @@
 """The builtin face processor: OpenCV's Haar frontal-face cascade. No downloads, CPU only.
 
-The cascade file ships inside the opencv-python(-headless) 4.x wheels; the 5.x wheels dropped
-it, which :func:`cascade_path` reports as a :class:`~lipkit.errors.PluginError`.
+The cascade file (``haarcascade_frontalface_default.xml``) is found by
+:func:`lipkit.face.haar_files.find_cascade`: where ``--detector-checkpoint`` points, in the
+installed OpenCV (the opencv-python(-headless) 4.x and opencv-contrib 4.x/5.x wheels ship it;
+installing opencv-python 5 over 4.x leaves it there), or in a system OpenCV's share folder. It
+runs with ``cv2.CascadeClassifier`` where this OpenCV has one and with the numpy evaluator of
+:mod:`lipkit.face.haar_detect` where it does not (opencv-python(-headless) 5.x), giving the same
+boxes. In an environment with no cascade file the processor's spec declares the file as a
+required weight (:func:`haar_spec`): the resolver then skips ``haar`` for ``--face-detector
+auto`` and, when it is asked for by name, says where to put the file. A session looks the file
+up on its first detection, so a job with a fixed ``--face-box`` runs without one.
 
 Detection (:meth:`HaarFaceSession.detect`), per frame:
 
@@ -34,6 +42,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from lipkit.errors import PluginError
+from lipkit.face.haar_files import INSTALL_HINT, cascade_weight, find_cascade
 from lipkit.hookspecs import hookimpl
 from lipkit.interfaces import Detection, FaceProcessor, FaceSession, as_frame_batch
 from lipkit.logs import get_logger
@@ -41,6 +50,7 @@ from lipkit.specs import DeviceInfo, FaceProcessorSpec
 
 if TYPE_CHECKING:
     from lipkit.config import FaceSettings
+    from lipkit.face.haar_detect import CascadeDetector
 
 log = get_logger(__name__)
 
@@ -56,19 +66,20 @@ LOCAL_SCALES = (0.7, 1.5)  # face sizes the local search looks for, relative to 
 CONFIDENT = 0.5  # faces below this fraction of the best confidence are not "the largest"
 
 
-def cascade_path() -> Path:
-    """Path of OpenCV's frontal-face cascade; PluginError if this OpenCV does not ship it."""
-    import cv2
+def cascade_path(configured: Path | None = None) -> Path:
+    """Path of OpenCV's frontal-face cascade (``configured``: the user's
+    ``--detector-checkpoint``, a cascade file or a folder holding it); PluginError if it is
+    nowhere (see the module doc)."""
+    path = find_cascade(CASCADE_FILE, configured, own_file=True)
+    if path is None:
+        import cv2
 
-    folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
-    path = Path(folder or "") / CASCADE_FILE
-    if not folder or not path.is_file():
         raise PluginError(
-            f"OpenCV {cv2.__version__} has no {CASCADE_FILE}: the builtin 'haar' face "
-            "processor needs opencv-python-headless 4.x (the 5.x wheels dropped the Haar "
-            "cascades)",
-            hint="pip install 'opencv-python-headless>=4.8,<5', or install a face-processor "
-            "plugin and pick it with --detector",
+            f"OpenCV {cv2.__version__} has no {CASCADE_FILE} (the opencv-python 5.x wheels "
+            "dropped the Haar cascade files), and --detector-checkpoint names none: the "
+            "builtin 'haar' face processor needs it",
+            hint=f"{INSTALL_HINT}; or download {CASCADE_FILE} and give --detector-checkpoint "
+            "PATH; or give the face with --face-box, or install a face-processor plugin",
         )
     return path
 
@@ -89,18 +100,21 @@ class HaarFaceSession(FaceSession):
     """An opened Haar cascade plus the previous detection it tracks (see the module doc)."""
 
     def __init__(self, settings: FaceSettings) -> None:
-        import cv2
-
-        path = cascade_path()
         self.settings = settings
-        self._cascade = cv2.CascadeClassifier(str(path))
-        if self._cascade.empty():
-            raise PluginError(
-                f"OpenCV could not load its face cascade {path}",
-                hint="reinstall opencv-python-headless 4.x",
-            )
+        self._detector: CascadeDetector | None = None  # opened on the first detection
         # previous face as fractions of its frame's width and height (frames may change size)
         self._previous: np.ndarray | None = None
+
+    @property
+    def detector(self) -> CascadeDetector:
+        """The cascade, found and opened on first use (PluginError if there is none)."""
+        if self._detector is None:
+            from lipkit.face.haar_detect import open_cascade
+
+            path = cascade_path(self.settings.detector_checkpoint)
+            self._detector = open_cascade(path)
+            log.debug("haar cascade opened", path=str(path), kind=type(self._detector).__name__)
+        return self._detector
 
     # ------------------------------------------------------------------ detection
 
@@ -141,21 +155,20 @@ class HaarFaceSession(FaceSession):
         """Faces in ``gray`` as ``float64 [n, 5]``: x1, y1, x2, y2, level weight."""
         if min(gray.shape) < max(min_side, CASCADE_WINDOW):
             return np.zeros((0, 5))
-        boxes, _, weights = self._cascade.detectMultiScale3(
+        boxes, weights = self.detector.detect(
             gray,
-            scaleFactor=SCALE_FACTOR,
-            minNeighbors=MIN_NEIGHBORS,
-            minSize=(min_side, min_side),
-            maxSize=(max_side, max_side),
-            outputRejectLevels=True,
+            SCALE_FACTOR,
+            MIN_NEIGHBORS,
+            min_size=(min_side, min_side),
+            max_size=(max_side, max_side),
         )
         if len(boxes) == 0:
             return np.zeros((0, 5))
-        xywh = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        xywh = boxes.astype(np.float64)
         out = np.empty((len(xywh), 5))
         out[:, :2] = xywh[:, :2]
         out[:, 2:4] = xywh[:, :2] + xywh[:, 2:]
-        out[:, 4] = np.asarray(weights, dtype=np.float64).reshape(-1)
+        out[:, 4] = weights
         return out
 
     def _search_near(self, gray: np.ndarray, previous: np.ndarray) -> np.ndarray:
@@ -209,18 +222,30 @@ class HaarFaceSession(FaceSession):
         self._previous = None
 
 
-class HaarFaceProcessor(FaceProcessor):
-    """OpenCV's Haar frontal-face cascade: boxes only, no landmarks, CPU."""
-
-    spec: ClassVar[FaceProcessorSpec] = FaceProcessorSpec(
+def haar_spec(cascade_found: bool) -> FaceProcessorSpec:
+    """The processor's declaration; without a cascade file in the environment it lists the
+    file as a required weight, looked for in ``<models>/haar/`` or at --detector-checkpoint."""
+    weights = (
+        ()
+        if cascade_found
+        else (cascade_weight(CASCADE_FILE, "opencv-haar-frontalface", param="detector_checkpoint"),)
+    )
+    return FaceProcessorSpec(
         name="haar",
-        description="OpenCV Haar frontal-face cascade (bundled with opencv-python-headless "
-        "4.x); no downloads",
+        description="OpenCV Haar frontal-face cascade (the file ships with "
+        "opencv-python-headless 4.x); no downloads",
         landmarks=False,
         alignment="box",
         devices=("cuda", "rocm", "mps", "cpu"),
         rank=0,
+        weights=weights,
     )
+
+
+class HaarFaceProcessor(FaceProcessor):
+    """OpenCV's Haar frontal-face cascade: boxes only, no landmarks, CPU."""
+
+    spec: ClassVar[FaceProcessorSpec] = haar_spec(find_cascade(CASCADE_FILE) is not None)
 
     def open(self, settings: Any, device: DeviceInfo) -> FaceSession:
         """A session for the job's :class:`~lipkit.config.FaceSettings` (runs on the CPU)."""

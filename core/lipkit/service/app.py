@@ -10,6 +10,9 @@
 ``DELETE /jobs/{id}``       cancel: a queued job never runs, a running one stops at its next chunk
 ``GET /health``             liveness and queue counts
 ``GET /openapi.json``       the schema
+``GET /docs``               the schema as a Swagger UI page; its scripts, styles and icon come
+                            from the service itself (``/static-offline-docs/``), so it works
+                            with no network
 ==========================  ====================================================================
 
 Errors are ``{"detail": {"type", "message", "hint"}}``: 401 without the API key, 404 for an
@@ -35,6 +38,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -57,6 +61,7 @@ from lipkit.service.models import (
 )
 from lipkit.service.storage import ResultStorage, make_storage
 from lipkit.service.store import JobStore
+from lipkit.service.words import error_info
 from lipkit.service.worker import QueueFull, SyncFunction, WorkerPool
 
 log = get_logger(__name__)
@@ -246,6 +251,10 @@ class _Service:
             status=job.status,
             progress=min(max(job.progress, 0.0), 1.0),
             phase=job.phase,
+            frames_done=job.frames_done,
+            frames_total=job.frames_total,
+            frames_per_second=job.frames_per_second,
+            eta_seconds=job.eta_seconds,
             backend=job.options.backend,
             created_at=job.created_at,
             updated_at=job.updated_at,
@@ -319,18 +328,22 @@ def create_app(
             await run_in_threadpool(pool.stop)
             store.close()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from fastapi-offline's copies, served here,
+    # never from a CDN; Swagger UI's online validator (a badge fetched from swagger.io) is off
+    app = FastAPIOffline(
         title="lipkit",
         version=__version__,
         description="Lip-sync jobs: submit a face and a speech track, poll, fetch the mp4.",
         lifespan=lifespan,
+        swagger_ui_parameters={"validatorUrl": None},
+        redoc_url=None,  # ReDoc's page fetches its vendor's logo from a CDN, whatever it is told
     )
     app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=2 * config.max_upload_bytes + _FORM_OVERHEAD)
 
     @app.exception_handler(LipkitError)
     async def lipkit_error(request: Request, exc: LipkitError) -> Response:
-        info = ErrorInfo(type=type(exc).__name__, message=exc.message, hint=exc.hint)
+        info = error_info(exc)  # in the request's words, no server paths
         return JSONResponse({"detail": info.model_dump()}, status_code=_status_for(exc))
 
     def api_key(request: Request) -> None:

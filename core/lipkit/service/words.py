@@ -28,7 +28,13 @@ def _flag(name: str, value: str | None) -> str:
     return f'the service\'s "{name}" setting'
 
 
-HTTP_WORDS = HostWords(flag=_flag, path=public_path)
+def _command(line: str) -> str:
+    words = line.split()
+    subcommand = words[1] if len(words) > 1 else ""
+    return f'"lipkit {subcommand}" on the server (ask its operator)'
+
+
+HTTP_WORDS = HostWords(flag=_flag, path=public_path, command=_command)
 
 
 def error_info(exc: LipkitError) -> ErrorInfo:

@@ -115,10 +115,12 @@ def fold_batchnorm(model: Wav2Lip) -> Wav2Lip:
 
 _TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
-CPU_SLICE = 32
+CPU_SLICE = 8
 """On the CPU a batch runs through the network in slices of at most this many faces: larger
-slices fall out of cache (full-size network, 2 cores, fp32: 8 -> 26.8 faces/s, 24 -> 27.8,
-64 -> 21.2, 128 -> 19.1). Slicing does not change any output: every face is independent."""
+slices fall out of cache and report progress less often (full-size network, 2 cores, fp32, AMD:
+8 -> 11.6 faces/s and 0.7 s per slice, 16 -> 9.6, 32 -> 8.5 and 3.8 s per slice, 64 -> 8.8;
+Intel: 8 -> 26.8, 24 -> 27.8, 64 -> 21.2). Slicing does not change any output: every face is
+independent."""
 
 
 class Wav2LipSession(GeneratorSession):

@@ -3,7 +3,11 @@
 For users without InsightFace's files. It finds the face with the core's builtin Haar processor
 (:class:`lipkit.builtins.face_haar.HaarFaceSession`: OpenCV's frontal-face cascade, with its
 tracking and choice of the main face) and the two eyes with OpenCV's eye cascades, which ship
-with opencv-python-headless 4.x like the face cascade. From the eyes it estimates the three
+in the same places as the face cascade (:mod:`lipkit.face.haar_files`: the installed OpenCV
+4.x or contrib, a system OpenCV, or the folder ``--detector-checkpoint`` names) and run with
+OpenCV's classifier or, on OpenCV 5 builds without one, lipkit's numpy evaluator
+(:func:`lipkit.face.haar_detect.open_cascade`). Where a file is missing, the processor's spec
+lists it as a required weight. From the eyes it estimates the three
 points LatentSync aligns by (the two eyebrow centres and the nose centre, see
 :mod:`lipkit_latentsync.face.template`), so the crop is framed as InsightFace's landmarks would
 frame it, tilted with the eye line.
@@ -36,15 +40,18 @@ from __future__ import annotations
 
 import math
 from itertools import combinations
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from lipkit.builtins.face_haar import HaarFaceSession, cascade_path
+from lipkit.builtins.face_haar import CASCADE_FILE, HaarFaceSession
 from lipkit.errors import PluginError
+from lipkit.face.haar_detect import CascadeDetector, open_cascade
+from lipkit.face.haar_files import INSTALL_HINT, cascade_weight, find_cascade
 from lipkit.interfaces import Detection, FaceProcessor, FaceSession, as_frame_batch
 from lipkit.logs import get_logger
-from lipkit.specs import DeviceInfo, FaceProcessorSpec
+from lipkit.specs import DeviceInfo, FaceProcessorSpec, WeightFile
 from lipkit_latentsync.face.template import TemplateAlignedSession
 
 if TYPE_CHECKING:
@@ -108,40 +115,38 @@ def eyes_in_box(box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return centre - half, centre + half
 
 
-def eye_cascade_paths() -> list[Any]:
-    """Paths of :data:`EYE_CASCADES`; PluginError if this OpenCV lacks them."""
-    import cv2
-
-    folder = cascade_path().parent  # PluginError for OpenCV 5.x, which has no cascades
-    paths = [folder / name for name in EYE_CASCADES]
-    missing = [p.name for p in paths if not p.is_file()]
+def eye_cascade_paths(configured: Path | None = None) -> list[Path]:
+    """Paths of :data:`EYE_CASCADES` (beside the face cascade, in the installed OpenCV or a
+    system one: :func:`lipkit.face.haar_files.find_cascade`; ``configured`` is the user's
+    ``--detector-checkpoint``); PluginError naming what to install if one is missing."""
+    paths = [find_cascade(name, configured) for name in EYE_CASCADES]
+    missing = [name for name, path in zip(EYE_CASCADES, paths, strict=True) if path is None]
     if missing:
         raise PluginError(
-            f"OpenCV {cv2.__version__} has no {', '.join(missing)}: the 'latentsync-offline' "
-            "face processor needs the eye cascades of opencv-python-headless 4.x",
-            hint="pip install 'opencv-python-headless>=4.8,<5', or use the 'insightface' face "
-            "processor",
+            f"no {', '.join(missing)} in this environment: the 'latentsync-offline' face "
+            "processor needs OpenCV's eye cascades (the opencv-python 5.x wheels dropped them)",
+            hint=f"{INSTALL_HINT}; or put the files in the folder --detector-checkpoint names; "
+            "or use the 'insightface' face processor",
         )
-    return paths
+    return [path for path in paths if path is not None]
 
 
 class OfflineAlignSession(TemplateAlignedSession):
     """Haar face and eye cascades giving LatentSync's three points (see the module doc)."""
 
     def __init__(self, settings: FaceSettings) -> None:
-        import cv2
-
         self.settings = settings
         self._faces = HaarFaceSession(settings)
-        self._eyes = []
-        for path in eye_cascade_paths():
-            cascade = cv2.CascadeClassifier(str(path))
-            if cascade.empty():
-                raise PluginError(
-                    f"OpenCV could not load its eye cascade {path}",
-                    hint="reinstall opencv-python-headless 4.x",
-                )
-            self._eyes.append(cascade)
+        self._eyes: list[CascadeDetector] | None = None  # opened on the first detection
+
+    @property
+    def eyes(self) -> list[CascadeDetector]:
+        """The eye cascades, found and opened on first use (OpenCV's classifier, or the numpy
+        evaluator where this OpenCV has none)."""
+        if self._eyes is None:
+            paths = eye_cascade_paths(self.settings.detector_checkpoint)
+            self._eyes = [open_cascade(path) for path in paths]
+        return self._eyes
 
     def detect(self, frames: np.ndarray) -> list[Detection | None]:
         """The main face of each ``uint8 [B, H, W, 3]`` RGB frame, with the 3 template points
@@ -183,16 +188,12 @@ class OfflineAlignSession(TemplateAlignedSession):
         low = max(1, round(EYE_SIZE[0] * SEARCH_WIDTH))
         high = max(low + 1, round(EYE_SIZE[1] * SEARCH_WIDTH))
         centres = np.zeros((0, 2))
-        for cascade in self._eyes:
-            found = cascade.detectMultiScale(
-                roi,
-                scaleFactor=EYE_SCALE_FACTOR,
-                minNeighbors=EYE_MIN_NEIGHBORS,
-                minSize=(low, low),
-                maxSize=(high, high),
+        for cascade in self.eyes:
+            found, _ = cascade.detect(
+                roi, EYE_SCALE_FACTOR, EYE_MIN_NEIGHBORS, min_size=(low, low), max_size=(high, high)
             )
             if len(found):
-                xywh = np.asarray(found, dtype=np.float64).reshape(-1, 4)
+                xywh = found.astype(np.float64)
                 mids = xywh[:, :2] + xywh[:, 2:] / 2
                 centres = np.concatenate([centres, mids / scale + [left, top]])
             if len(centres) >= 2:
@@ -235,18 +236,30 @@ class OfflineAlignSession(TemplateAlignedSession):
         self._faces.close()
 
 
+def missing_cascades() -> tuple[WeightFile, ...]:
+    """The cascade files this environment lacks, as required weights of the processor (found
+    in its model folder or the folder --detector-checkpoint names)."""
+    names = (CASCADE_FILE, *EYE_CASCADES)
+    return tuple(
+        cascade_weight(name, f"opencv-{name.removesuffix('.xml')}", param="detector_checkpoint")
+        for name in names
+        if find_cascade(name) is None
+    )
+
+
 class OfflineAlignProcessor(FaceProcessor):
     """OpenCV face and eye cascades estimating LatentSync's three points; no weights, CPU."""
 
     spec: ClassVar[FaceProcessorSpec] = FaceProcessorSpec(
         name="latentsync-offline",
         description="LatentSync framing without InsightFace: OpenCV's Haar face and eye "
-        "cascades (bundled with opencv-python-headless 4.x) and fixed facial proportions; "
-        "no downloads",
+        "cascades (the files ship with opencv-python-headless 4.x) and fixed facial "
+        "proportions; no downloads",
         landmarks=True,
         alignment="similarity",
         devices=("cuda", "rocm", "mps", "cpu"),
         rank=5,
+        weights=missing_cascades(),
     )
 
     def open(self, settings: Any, device: DeviceInfo) -> FaceSession:
