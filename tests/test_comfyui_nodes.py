@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import contextvars
 import importlib.util
+import io
 import os
+import re
 import sys
 import tempfile
 import types
+from collections.abc import Iterator, Mapping
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +78,6 @@ def speech(sample_speech: Path) -> dict[str, Any]:
     return {"waveform": wave, "sample_rate": SPEECH_RATE}
 
 
-class Interrupted(Exception):
-    """Stands in for ComfyUI's InterruptProcessingException, raised by the progress hook."""
-
-
 EXECUTING = contextvars.ContextVar("executing_node", default=None)
 """Stands in for ComfyUI's context variable naming the node being executed."""
 
@@ -104,28 +104,75 @@ class FakeProgressBar:
         self.current = min(value, self.total)
         self.updates.append((self.current, self.total))
         self.nodes.add(EXECUTING.get())
-        if self.interrupt_at is not None and self.current >= self.interrupt_at:
-            raise Interrupted("cancelled by the user")
+        if self.interrupt_at is not None and self.current >= self.interrupt_at and MM:
+            MM.interrupt_current_processing()  # the user pressed Cancel
+        if MM is not None:  # ComfyUI's progress hook checks the flag on every update
+            MM.throw_exception_if_processing_interrupted()
 
     def update(self, value: float) -> None:
         self.update_absolute(self.current + value)
 
 
+class FakeModelManagement(types.ModuleType):
+    """Stands in for comfy.model_management: the interrupt flag, the exception ComfyUI expects
+    from a cancelled node, and the cache-emptying call (counted)."""
+
+    class InterruptProcessingException(Exception):
+        pass
+
+    def __init__(self) -> None:
+        super().__init__("comfy.model_management")
+        self.interrupt_processing = False
+        self.emptied = 0
+
+    def interrupt_current_processing(self, value: bool = True) -> None:
+        self.interrupt_processing = value
+
+    def processing_interrupted(self) -> bool:
+        return self.interrupt_processing
+
+    def throw_exception_if_processing_interrupted(self) -> None:
+        if self.interrupt_processing:
+            self.interrupt_processing = False
+            raise self.InterruptProcessingException()
+
+    def soft_empty_cache(self, force: bool = False) -> None:
+        self.emptied += 1
+
+
+MM: FakeModelManagement | None = None
+
+
 @pytest.fixture
 def comfy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    """Fake ComfyUI modules: comfy.utils.ProgressBar and folder_paths (output and temp dirs)."""
+    """Fake ComfyUI modules: comfy.utils.ProgressBar, comfy.model_management and folder_paths
+    (output, temp and models dirs)."""
+    global MM
     FakeProgressBar.instances = []
     FakeProgressBar.interrupt_at = None
     comfy_pkg = types.ModuleType("comfy")
     utils = types.ModuleType("comfy.utils")
     utils.ProgressBar = FakeProgressBar  # type: ignore[attr-defined]
+    MM = FakeModelManagement()
     comfy_pkg.utils = utils  # type: ignore[attr-defined]
-    dirs = {"output": tmp_path / "comfy-output", "temp": tmp_path / "comfy-temp"}
+    comfy_pkg.model_management = MM  # type: ignore[attr-defined]
+    dirs = {
+        "output": tmp_path / "comfy-output",
+        "temp": tmp_path / "comfy-temp",
+        "models": tmp_path / "comfy-models",
+    }
     folder_paths = types.ModuleType("folder_paths")
     folder_paths.get_output_directory = lambda: str(dirs["output"])  # type: ignore[attr-defined]
     folder_paths.get_temp_directory = lambda: str(dirs["temp"])  # type: ignore[attr-defined]
+    folder_paths.models_dir = str(dirs["models"])  # type: ignore[attr-defined]
+
+    def get_folder_paths(name: str) -> list[str]:
+        raise KeyError(name)  # as ComfyUI does for a folder name nobody registered
+
+    folder_paths.get_folder_paths = get_folder_paths  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "comfy", comfy_pkg)
     monkeypatch.setitem(sys.modules, "comfy.utils", utils)
+    monkeypatch.setitem(sys.modules, "comfy.model_management", MM)
     monkeypatch.setitem(sys.modules, "folder_paths", folder_paths)
     return dirs
 
@@ -175,11 +222,16 @@ def test_the_pack_loads_by_path_and_declares_comfyui_nodes(pack) -> None:
         )
         assert callable(getattr(cls, cls.FUNCTION)) and cls.CATEGORY == "lipkit"
     sync = mappings["LipkitLipSync"]
-    assert sync.RETURN_TYPES == ("IMAGE", "AUDIO", "STRING")
-    assert sync.RETURN_NAMES == ("images", "audio", "video_path")
-    backends = sync.INPUT_TYPES()["required"]["backend"][0]
+    assert sync.RETURN_TYPES == ("IMAGE", "AUDIO", "STRING", "FLOAT", "STRING")
+    assert sync.RETURN_NAMES == ("images", "audio", "video_path", "fps", "notes")
+    spec = sync.INPUT_TYPES()
+    backends = spec["required"]["backend"][0]
     assert backends[0] == "auto" and "preview" in backends
-    assert sync.INPUT_TYPES()["required"]["output_mode"][0] == ["auto", "frames", "file"]
+    assert spec["required"]["output_mode"][0] == ["auto", "frames", "file"]
+    assert {n: spec["optional"][n][0] for n in ("images", "audio", "video")} == {
+        "images": "IMAGE", "audio": "AUDIO", "video": "VIDEO",
+    }  # fmt: skip
+    assert spec["optional"]["model"][0][0] == "auto"
     plan = mappings["LipkitLipSyncPlan"]
     assert plan.OUTPUT_NODE is True and plan.RETURN_TYPES == ("STRING",)
     adjust = mappings["LipkitLengthAdjust"]
@@ -234,7 +286,7 @@ def test_lipsync_returns_frames_matching_the_audio(pack, comfy, clip, speech) ->
     before = process_state()
     token = EXECUTING.set("node-7")  # ComfyUI sets the executing node before calling FUNCTION
     try:
-        images, audio, video_path = run_node(
+        images, audio, video_path, fps, notes = run_node(
             pack.NODE_CLASS_MAPPINGS["LipkitLipSync"],
             images=clip,
             audio=speech,
@@ -256,22 +308,25 @@ def test_lipsync_returns_frames_matching_the_audio(pack, comfy, clip, speech) ->
     assert audio["waveform"].shape == (1, 1, round(SPEECH_SECONDS * 16000))
     assert audio["waveform"].dtype == torch.float32
     assert float(audio["waveform"].abs().max()) > 0.05  # speech, not silence
-    assert video_path == ""
+    assert video_path == "" and fps == 25.0 and notes == ""  # a named backend: no warning
     # no process-wide changes, and the node's own temp folder is gone
     assert process_state() == before
     assert list(comfy["temp"].iterdir()) == []
     assert not comfy["output"].exists()
-    # ComfyUI's progress bar followed the render to the end
+    # ComfyUI's progress bar followed the faces and the render to the end
     (bar,) = FakeProgressBar.instances
-    assert bar.total == expected and len(bar.updates) >= 1
     assert bar.updates[-1] == (expected, expected)
-    assert [v for v, _ in bar.updates] == sorted(v for v, _ in bar.updates)
+    render = bar.updates.index((0, expected))  # the face pass first, then the render, in order
+    assert all(t != expected for _, t in bar.updates[:render])
+    assert all(t == expected for _, t in bar.updates[render:])
+    assert [v for v, _ in bar.updates[render:]] == sorted(v for v, _ in bar.updates[render:])
     assert bar.nodes == {"node-7"}  # lipkit's worker threads reported in the node's context
+    assert MM is not None and MM.emptied == 1  # memory handed back after the run
 
 
 def test_lipsync_auto_writes_a_file_for_long_clips(pack, comfy, clip, speech) -> None:
     before = process_state()
-    images, audio, video_path = run_node(
+    images, audio, video_path, fps, notes = run_node(
         pack.NODE_CLASS_MAPPINGS["LipkitLipSync"],
         images=clip,
         audio=speech,
@@ -285,26 +340,44 @@ def test_lipsync_auto_writes_a_file_for_long_clips(pack, comfy, clip, speech) ->
     assert path.is_file() and path.suffix == ".mp4"
     assert path.parent == comfy["output"] / "talks" and path.name.startswith("take_")
     info = probe_media(path)
-    assert info.num_frames == round(SPEECH_SECONDS * FPS) and info.fps == FPS
+    assert info.num_frames == round(SPEECH_SECONDS * FPS) and info.fps == FPS == fps
     assert info.has_audio
     assert images.shape == (1, clip.shape[1], clip.shape[2], 3)  # a thumbnail: frame 0
     assert images.dtype == torch.float32 and float(images.max()) <= 1.0
     assert audio["sample_rate"] == 16000
     assert audio["waveform"].shape == (1, 1, round(SPEECH_SECONDS * 16000))
+    # the switch is said: in the notes output and on the node
+    assert "output_mode auto wrote the video to take_" in notes
+    assert "ONLY its first frame" in notes and "auto_max_mib = 1" in notes
+    out = pack.NODE_CLASS_MAPPINGS["LipkitLipSync"]().sync(
+        images=clip, audio=speech, backend="preview", output_mode="auto", auto_max_mib=1
+    )
+    assert out["ui"]["text"] == [out["result"][4]]
     assert process_state() == before
     assert list(comfy["temp"].iterdir()) == []
-    assert FakeProgressBar.instances[-1].updates[-1] == (50, 50)
+    assert (50, 50) in FakeProgressBar.instances[0].updates
 
 
-def test_cancelling_from_the_progress_bar_stops_the_job(pack, comfy, clip, speech) -> None:
-    FakeProgressBar.interrupt_at = 1
-    with pytest.raises(Interrupted):
+def test_auto_falling_back_to_the_preview_is_said(pack, comfy, clip, speech) -> None:
+    *_, notes = run_node(
+        pack.NODE_CLASS_MAPPINGS["LipkitLipSync"],
+        images=clip, audio=speech, backend="auto", seed=0, output_mode="frames",
+    )  # fmt: skip
+    assert "fell back to 'preview'" in notes and "does NOT lip-sync" in notes
+    assert "models/lipkit/<backend>/" in notes
+
+
+def test_cancelling_from_comfyui_stops_the_job(pack, comfy, clip, speech) -> None:
+    FakeProgressBar.interrupt_at = 1  # the user presses Cancel once the bar has moved
+    assert MM is not None
+    with pytest.raises(MM.InterruptProcessingException):
         pack.NODE_CLASS_MAPPINGS["LipkitLipSync"]().sync(
-            images=clip, audio=speech, backend="preview", output_mode="frames"
+            images=clip, audio=speech, backend="preview", output_mode="file"
         )
-    (bar,) = FakeProgressBar.instances
-    assert len(bar.updates) == 1  # the first report raised; nothing ran after it
+    assert not MM.interrupt_processing  # handled as ComfyUI handles it: the flag is cleared
     assert list(comfy["temp"].iterdir()) == []
+    assert not list(comfy["output"].rglob("*.mp4"))  # no half-written output
+    assert MM.emptied == 1
 
 
 def test_lipsync_errors_carry_the_message_and_hint(pack, comfy, clip, speech) -> None:
@@ -314,15 +387,42 @@ def test_lipsync_errors_carry_the_message_and_hint(pack, comfy, clip, speech) ->
     with pytest.raises(RuntimeError, match="lipkit: .*nosuch") as info:
         node().sync(images=clip, audio=speech, backend="nosuch")
     assert "hint:" in str(info.value)
+    assert type(info.value).__module__ == "lipkit"  # ComfyUI shows "lipkit.ConfigError"
+    assert type(info.value).__name__ in ("ConfigError", "PluginError")
     with pytest.raises(RuntimeError, match=r"\[frames, height, width, 3\]"):
         node().sync(images=clip[..., :2], audio=speech, backend="preview")
     with pytest.raises(RuntimeError, match="filename_prefix"):
         node().sync(images=clip, audio=speech, backend="preview", filename_prefix="../x")
+    with pytest.raises(RuntimeError, match="connect images and audio, or a video"):
+        node().sync(images=clip, backend="preview")
     assert list(comfy["temp"].iterdir()) == []  # cleaned up after failures too
 
 
+def test_errors_name_node_inputs_not_flags_or_paths(pack) -> None:
+    from lipkit.errors import InputError, ModelError
+
+    messages = sys.modules["lipkit-comfyui.messages"]
+    error = messages.node_error(
+        InputError(
+            "no face in frames 0-49 of /srv/comfy/temp/lipkit-comfyui-x1/face.mkv",
+            hint="give the face with --face-box X1 Y1 X2 Y2, or --param mask=none; "
+            "`lipkit plugins --all` lists the detectors; --seed 3",
+        )
+    )
+    text = str(error)
+    outside_commands = re.sub(r"`[^`]*`", "", text)
+    assert "--" not in outside_commands and "/srv" not in text and "comfy/temp" not in text
+    assert 'face_settings={"box": ...} in the node input "params"' in text
+    assert 'a line mask=none in the node input "params"' in text
+    assert 'the node input "seed"' in text and "face.mkv" in text
+    assert "`lipkit plugins --all` (in a terminal" in text
+    assert type(error).__name__ == "InputError" and type(error).__module__ == "lipkit"
+    model = messages.node_error(ModelError("missing", hint="or give --checkpoint PATH"))
+    assert 'the node input "model"' in str(model) and isinstance(model, messages.LipkitNodeError)
+
+
 def test_params_are_key_value_lines_with_json_values(pack) -> None:
-    parse = sys.modules["lipkit-comfyui.nodes"].parse_params
+    parse = sys.modules["lipkit-comfyui.params"].parse_params
     text = '# comment\nstrength=0.5\n\nlength-policy = "pingpong"\npads=[0, 10, 0, 0]\nmode=fast'
     assert parse(text) == {
         "strength": 0.5,
@@ -335,10 +435,10 @@ def test_params_are_key_value_lines_with_json_values(pack) -> None:
 
 
 def test_input_frames_reach_lipkit_losslessly(pack, tmp_path: Path) -> None:
-    nodes = sys.modules["lipkit-comfyui.nodes"]
+    media = sys.modules["lipkit-comfyui.media"]
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (5, 17, 23, 3), dtype=np.uint8)  # odd sizes on purpose
-    path = nodes.write_face(torch.from_numpy(frames).float() / 255, tmp_path, 12.5)
+    path = media.write_face(torch.from_numpy(frames).float() / 255, tmp_path, 12.5)
     info = probe_media(path)
     assert (info.num_frames, info.width, info.height, info.fps) == (5, 23, 17, 12.5)
     reader = FrameReader(info)
@@ -349,15 +449,18 @@ def test_input_frames_reach_lipkit_losslessly(pack, tmp_path: Path) -> None:
     # the same frames give the same bytes: lipkit's resume, keyed on the inputs' content,
     # finds the segments of a cancelled job when the node runs again
     (tmp_path / "again").mkdir()
-    again = nodes.write_face(torch.from_numpy(frames).float() / 255, tmp_path / "again", 12.5)
+    again = media.write_face(torch.from_numpy(frames).float() / 255, tmp_path / "again", 12.5)
     assert again.read_bytes() == path.read_bytes()
 
 
 def test_outside_comfyui_files_go_to_a_temp_folder(pack) -> None:
-    nodes = sys.modules["lipkit-comfyui.nodes"]
+    host = sys.modules["lipkit-comfyui.host"]
+    progress = sys.modules["lipkit-comfyui.progress"]
     assert "folder_paths" not in sys.modules
-    assert nodes.output_dir() == Path(tempfile.gettempdir()) / "lipkit-comfyui-output"
-    assert not nodes.ComfyProgress().enabled  # no comfy.utils: no progress bar, no error
+    assert host.output_dir() == Path(tempfile.gettempdir()) / "lipkit-comfyui-output"
+    assert host.model_roots() == []
+    assert not progress.ComfyProgress().enabled  # no comfy.utils: no progress bar, no error
+    assert not progress.ComfyProgress().cancelled()
 
 
 # --------------------------------------------------------------------------- LipSync Plan
@@ -438,3 +541,141 @@ def test_length_adjust_rejects_audio_shorter_than_a_frame(pack) -> None:
             mode="loop",
             fps=25.0,
         )
+
+
+# --------------------------------------------------------------------------- hosts' values
+
+
+class LazyAudio(Mapping):
+    """VideoHelperSuite's audio: a read-only Mapping that decodes on first access."""
+
+    def __init__(self, value: dict[str, Any]) -> None:
+        self._value = value
+        self.reads = 0
+
+    def __getitem__(self, key: str) -> Any:
+        self.reads += 1
+        return self._value[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._value)
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+
+class FakeVideo:
+    """ComfyUI's VIDEO (comfy_api VideoInput): components, and the file it came from."""
+
+    def __init__(self, images: Any, audio: Any, rate: Fraction, source: Path | None) -> None:
+        self.components = types.SimpleNamespace(images=images, audio=audio, frame_rate=rate)
+        self.source = source
+
+    def get_components(self) -> Any:
+        return self.components
+
+    def get_stream_source(self) -> Any:
+        return str(self.source) if self.source else io.BytesIO(b"")
+
+
+def test_vhs_lazy_audio_is_accepted(pack, comfy, clip, speech) -> None:
+    lazy = LazyAudio(speech)
+    images, audio, *_ = run_node(
+        pack.NODE_CLASS_MAPPINGS["LipkitLipSync"],
+        images=clip, audio=lazy, backend="preview", seed=0, output_mode="frames",
+    )  # fmt: skip
+    assert lazy.reads > 0 and images.shape[0] == round(SPEECH_SECONDS * FPS)
+    assert audio["waveform"].shape == (1, 1, round(SPEECH_SECONDS * 16000))
+
+
+def test_a_video_input_in_memory_sets_the_frame_rate(pack, comfy, clip, speech) -> None:
+    video = FakeVideo(clip, speech, Fraction(30000, 1001), source=None)
+    images, audio, video_path, fps, _ = run_node(
+        pack.NODE_CLASS_MAPPINGS["LipkitLipSync"],
+        video=video, backend="preview", seed=0, output_mode="frames",
+    )  # fmt: skip
+    assert fps == pytest.approx(30000 / 1001)  # the VIDEO's own rate, passed on as an output
+    assert images.shape[0] == round(SPEECH_SECONDS * 30000 / 1001)
+    assert video_path == "" and audio["sample_rate"] == 16000
+
+
+def test_a_video_file_input_is_read_by_lipkit_with_its_own_audio(
+    pack, comfy, sample_face_with_audio: Path
+) -> None:
+    info = probe_media(sample_face_with_audio)
+    video = FakeVideo(None, None, Fraction(int(info.fps)), source=sample_face_with_audio)
+    images, audio, video_path, fps, _ = run_node(
+        pack.NODE_CLASS_MAPPINGS["LipkitLipSync"],
+        video=video, backend="preview", seed=0, output_mode="file",
+    )  # fmt: skip
+    assert fps == info.fps and Path(video_path).is_file()
+    out = probe_media(Path(video_path))
+    assert out.has_audio and out.num_frames == round(info.audio_seconds * info.fps)
+    assert images.shape[0] == 1 and audio["waveform"].shape[-1] > 0
+    with pytest.raises(RuntimeError, match="both the images and the video input"):
+        pack.NODE_CLASS_MAPPINGS["LipkitLipSync"]().sync(
+            images=torch.zeros(1, 8, 8, 3), video=video, backend="preview"
+        )
+
+
+def test_quiet_logging_inside_comfyui(pack, comfy, monkeypatch) -> None:
+    host = sys.modules["lipkit-comfyui.host"]
+    import logging
+
+    logger = logging.getLogger("lipkit")
+    monkeypatch.setattr(logger, "level", logger.level)
+    host.quiet_logging()
+    assert logger.getEffectiveLevel() == logging.INFO  # no ffmpeg command lines (DEBUG)
+    monkeypatch.setenv("LIPKIT_COMFYUI_LOG_LEVEL", "debug")
+    host.quiet_logging()
+    assert logger.getEffectiveLevel() == logging.DEBUG  # unless asked
+
+
+# --------------------------------------------------------------------------- a real backend
+
+
+@pytest.fixture
+def wav2lip_in_comfy(comfy, monkeypatch) -> str:
+    """A full-size random Wav2Lip in ComfyUI/models/lipkit/wav2lip/, and the plugin loaded."""
+    from wav2lip_helpers import random_state_dict, save_published
+
+    folder = comfy["models"] / "lipkit" / "wav2lip"
+    folder.mkdir(parents=True)
+    save_published(random_state_dict(seed=4), folder / "wav2lip_gan.pth", module_prefix=True)
+    monkeypatch.setenv("LIPKIT_LOAD_PLUGINS", "wav2lip")
+    params = sys.modules["lipkit-comfyui.params"]
+    params.generator_weights.cache_clear()
+    yield "wav2lip/wav2lip_gan.pth"
+    params.generator_weights.cache_clear()
+
+
+def test_weights_in_comfyuis_model_folder_show_in_the_dropdown_and_cancel_resumes(
+    pack, comfy, clip, speech, wav2lip_in_comfy: str
+) -> None:
+    from lipkit_wav2lip.generator import CPU_SLICE
+
+    node = pack.NODE_CLASS_MAPPINGS["LipkitLipSync"]
+    assert wav2lip_in_comfy in node.INPUT_TYPES()["optional"]["model"][0]
+    total = round(SPEECH_SECONDS * FPS)
+    inputs = {
+        "images": clip, "audio": speech, "backend": "auto", "model": wav2lip_in_comfy,
+        "output_mode": "file", "filename_prefix": "w2l/take",
+        "params": 'output_settings={"x264_preset": "ultrafast", "segment_seconds": 0.64}\n'
+        'memory_settings={"chunk_frames": 16}',
+    }  # fmt: skip
+    cancel_at = 24
+    FakeProgressBar.interrupt_at = cancel_at  # Cancel pressed once 24 frames are rendered
+    assert MM is not None
+    with pytest.raises(MM.InterruptProcessingException):
+        node().sync(**inputs)
+    (bar,) = FakeProgressBar.instances
+    render = [v for v, t in bar.updates if t == total]
+    assert render[-1] - next(v for v in render if v >= cancel_at) <= CPU_SLICE
+    assert render[-1] < total and not list(comfy["output"].rglob("*.mp4"))
+    # the same inputs again: lipkit resumes from the kept segments and finishes
+    FakeProgressBar.interrupt_at = None
+    *_, video_path, fps, notes = run_node(node, **inputs, seed=0)
+    again = [v for v, t in FakeProgressBar.instances[-1].updates if t == total]
+    assert again[0] >= 16 and again[-1] == total  # started from the finished segments
+    assert Path(video_path).is_file() and probe_media(Path(video_path)).num_frames == total
+    assert notes == "" and fps == 25.0  # wav2lip ran: no preview warning

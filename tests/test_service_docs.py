@@ -9,10 +9,8 @@ import html.parser
 import http.server
 import re
 import shutil
-import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,8 +22,9 @@ import pytest
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
+from test_service import serve  # noqa: E402  the app on loopback
+
 from lipkit.config import load_settings  # noqa: E402
-from lipkit.service.app import create_app  # noqa: E402
 from lipkit.service.models import ServiceConfig  # noqa: E402
 
 DOC_PAGES = ("/docs",)
@@ -44,32 +43,12 @@ BROWSER_SERVICES = {
 not the page's requests. Anything else a page asks for, fonts and CDNs included, counts."""
 
 
-@contextmanager
-def serve(state_dir: Path) -> Iterator[str]:
-    """The real app under uvicorn on 127.0.0.1 (a free port), in a thread; yields the base URL."""
-    settings = load_settings({}, use_default_config=False)
-    app = create_app(ServiceConfig(state_dir=state_dir), settings=settings)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
-
-
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with serve(tmp_path_factory.mktemp("docs-state")) as base:
+    settings = load_settings({}, use_default_config=False)
+    with serve(
+        ServiceConfig(state_dir=tmp_path_factory.mktemp("docs-state")), settings=settings
+    ) as base:
         yield base
 
 
@@ -221,11 +200,14 @@ def test_a_browser_renders_the_docs_with_no_outside_request(
     browser = _chromium()
     if browser is None:
         pytest.skip("no Chromium here (Debian: apt-get install chromium)")
+    with recording_proxy() as (proxy, baseline):  # what this Chromium asks on a bare page
+        rendered_dom(browser, f"{base_url}/health", proxy, tmp_path / "bare")
     with recording_proxy() as (proxy, seen):
         dom = rendered_dom(browser, f"{base_url}{path}", proxy, tmp_path / "profile")
     missing = [text for text in rendered if text not in dom]
     assert not missing, f"{path} did not render {missing}: {dom[:2000]}"
-    asked = [r for r in seen if _host(r) not in BROWSER_SERVICES]
+    browser_hosts = BROWSER_SERVICES | {_host(r) for r in baseline}
+    asked = [r for r in seen if _host(r) not in browser_hosts]
     assert not asked, f"{path} asked the network for {asked}"
 
 

@@ -188,6 +188,11 @@ class LipkitSettings(BaseSettings):
     )
     audio_from_face: bool = False
     home: Path = Field(default_factory=default_home, description="LIPKIT_HOME: models, cache, jobs")
+    model_paths: list[Path] = Field(
+        default_factory=list,
+        description="more folders searched for weight files after the model home, each holding "
+        "<implementation>/<file> or <file> (a host's model folders: ComfyUI's models/lipkit)",
+    )
     work_dir: Path | None = None
     keep_work: bool = False
     resume: bool = True

@@ -60,10 +60,14 @@ def rewrite(text: str, words: HostWords) -> str:
         stripped = found.rstrip(_TRAILING)
         return words.path(stripped) + found[len(stripped) :]
 
-    def command(match: re.Match[str]) -> str:
-        return words.command(match.group(1))
+    def plain(part: str) -> str:
+        return _PATH.sub(path, _FLAG.sub(flag, part))
 
-    return _PATH.sub(path, _FLAG.sub(flag, _COMMAND.sub(command, text)))
+    out, last = [], 0
+    for match in _COMMAND.finditer(text):  # a quoted command keeps its own flags
+        out += [plain(text[last : match.start()]), words.command(match.group(1))]
+        last = match.end()
+    return "".join([*out, plain(text[last:])])
 
 
 def for_host(error: LipkitError, words: HostWords) -> tuple[str, str, str | None]:

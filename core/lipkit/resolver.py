@@ -16,6 +16,7 @@ from lipkit.config import LipkitSettings, format_validation_error
 from lipkit.errors import ConfigError, InputError, ModelError, PluginError, ResourceError
 from lipkit.interfaces import AudioEncoder, FaceProcessor, Generator, OutputEncoder
 from lipkit.logs import get_logger
+from lipkit.model_paths import find_elsewhere, params_from_model_paths
 from lipkit.plans import InputSummary, MemoryRequest, Plan, StageChoice
 from lipkit.plugins import Registry, require
 from lipkit.specs import DeviceInfo, GeneratorSpec, LengthPolicy, Stage
@@ -122,7 +123,18 @@ class Resolver:
         )
 
     def _params_for(self, name: str, extra: dict[str, Any]) -> dict[str, Any]:
-        return {**self.settings.backends.get(name, {}), **extra}
+        params = {**self.settings.backends.get(name, {}), **extra}
+        gen = self.registry.generators.get(name)
+        if not self.settings.model_paths or gen is None:
+            return params
+        weights = [(name, w) for w in gen.spec.weights]
+        encoder = self.registry.audio_encoders.get(gen.spec.audio_encoder)
+        if encoder is not None:
+            weights += [(encoder.spec.name, w) for w in encoder.spec.weights]
+        found = params_from_model_paths(
+            weights, self.settings.models_dir, self.settings.model_paths, params
+        )
+        return {**found, **params}
 
     def _viable(
         self, gen: Generator, params: dict[str, Any], still: bool, devices: list[DeviceInfo]
@@ -306,6 +318,8 @@ class Resolver:
             if not weight.param or weight.param not in type(values).model_fields:
                 continue
             path = weight_path(weight, values, folder)
+            if not path.is_file() and getattr(values, weight.param) is None:
+                path = find_elsewhere(weight, spec.name, self.settings.model_paths) or path
             if path.is_file():
                 if getattr(values, weight.param) is None and weight.param not in updates:
                     updates[weight.param] = path  # several files, one field: the first's path
@@ -324,7 +338,16 @@ class Resolver:
 
     def _face_weights_missing(self, proc: FaceProcessor) -> list[str]:
         face = self.settings.face
-        return missing_weights(proc.spec, face, self.settings.models_dir / proc.spec.name)
+        missing = missing_weights(proc.spec, face, self.settings.models_dir / proc.spec.name)
+        paths = self.settings.model_paths
+        return [
+            name
+            for name in missing
+            if not any(
+                w.name == name and find_elsewhere(w, proc.spec.name, paths)
+                for w in proc.spec.weights
+            )
+        ]
 
     def _use_face_weights(self, proc: FaceProcessor) -> None:
         """Point ``face.detector_checkpoint`` at the chosen processor's weights, if it has any."""

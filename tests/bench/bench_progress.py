@@ -3,12 +3,16 @@
     python tests/bench/bench_progress.py [--audio SPEECH] [--face FACE] [--cancel-at 0.5]
 
 A full-size Wav2Lip with random weights (compute does not depend on the values) lip-syncs the
-sample face to the sample speech, three ways: the API (``lipkit.sync`` with ``progress`` and
-``cancel``), the CLI (``lipkit run --progress json``, then SIGINT) and the service (a real
-``lipkit serve`` process on loopback, polled with GET every 0.1 s, then DELETE). Each caller
-runs the job once whole (reports per run, the largest gap between two reports) and once
-cancelled when ``--cancel-at`` of the frames are rendered (seconds from the cancel to the
-stop). Prints one table. Needs the documented install with lipkit-wav2lip and the ``serve``
+sample face to the sample speech, four ways: the API (``lipkit.sync`` with ``progress`` and
+``cancel``), the CLI (``lipkit run --progress json``, then SIGINT), the service (a real
+``lipkit serve`` process on loopback, polled with GET every 0.1 s, then DELETE) and the ComfyUI
+node (the pack loaded by path, driven with IMAGE and AUDIO tensors; ComfyUI's ProgressBar, whose
+hook checks the interrupt flag as ComfyUI's does, its interrupt flag, set as /interrupt sets it,
+and folder_paths with the checkpoint in models/lipkit/wav2lip/ are stood in, as ComfyUI is not
+installed here; its resident memory is printed after more whole runs in the same process). Each
+caller runs the job once whole (reports per run, the largest gap between two reports) and once
+cancelled when ``--cancel-at`` of the frames are rendered (seconds from the cancel to the stop).
+Prints one table. Needs the documented install with lipkit-wav2lip and the ``serve``
 extra.
 """
 
@@ -118,6 +122,122 @@ def cli_run(face: Path, audio: Path, ckpt: Path, work: Path, cancel_at: float | 
     return events, (time.perf_counter() - asked if asked is not None else None)
 
 
+# --------------------------------------------------------------------------- the ComfyUI node
+
+
+class _Interrupt(Exception):
+    """Stands in for comfy.model_management.InterruptProcessingException."""
+
+
+def _comfy_stand_ins(models: Path, output: Path, bar_events: list[Event], due: Any) -> None:
+    """ComfyUI's modules as the node uses them: the progress bar (whose hook, as ComfyUI's,
+    checks the interrupt flag on every update), the interrupt flag and the model folders."""
+    import types
+
+    state = {"interrupt": False}
+    mm = types.ModuleType("comfy.model_management")
+    mm.InterruptProcessingException = _Interrupt  # type: ignore[attr-defined]
+    mm.processing_interrupted = lambda: state["interrupt"]  # type: ignore[attr-defined]
+
+    def throw() -> None:
+        if state["interrupt"]:
+            state["interrupt"] = False
+            raise _Interrupt()
+
+    mm.throw_exception_if_processing_interrupted = throw  # type: ignore[attr-defined]
+    mm.soft_empty_cache = lambda force=False: None  # type: ignore[attr-defined]
+
+    class ProgressBar:
+        def __init__(self, total: int) -> None:
+            self.total = total
+
+        def update_absolute(self, value: int, total: int | None = None, preview: Any = None):
+            self.total = total or self.total
+            bar_events.append((time.perf_counter(), {"phase": "bar", "done": value}))
+            if due(value, self.total):  # the user presses Cancel (ComfyUI's /interrupt)
+                state["interrupt"] = True
+            throw()
+
+    utils = types.ModuleType("comfy.utils")
+    utils.ProgressBar = ProgressBar  # type: ignore[attr-defined]
+    comfy = types.ModuleType("comfy")
+    comfy.utils, comfy.model_management = utils, mm  # type: ignore[attr-defined]
+    folders = types.ModuleType("folder_paths")
+    folders.models_dir = str(models)  # type: ignore[attr-defined]
+    folders.get_output_directory = lambda: str(output)  # type: ignore[attr-defined]
+    folders.get_temp_directory = lambda: str(output / "temp")  # type: ignore[attr-defined]
+    sys.modules.update(
+        {
+            "comfy": comfy,
+            "comfy.utils": utils,
+            "comfy.model_management": mm,
+            "folder_paths": folders,
+        }
+    )
+
+
+def _node_inputs(face: Path, audio: Path) -> dict[str, Any]:
+    import torch
+
+    from lipkit.media.audio import load_audio
+    from lipkit.media.probe import probe_media
+    from lipkit.media.video import FrameReader
+
+    reader = FrameReader(probe_media(face))
+    try:
+        frames = reader.read(0, probe_media(face).num_frames)
+    finally:
+        reader.close()
+    wave = torch.from_numpy(load_audio(audio, sample_rate=16000))[None, None]
+    images = torch.from_numpy(frames).float().div_(255.0)
+    return {"images": images, "audio": {"waveform": wave, "sample_rate": 16000}}
+
+
+def node_run(face: Path, audio: Path, ckpt: Path, work: Path, cancel_at: float | None) -> Any:
+    import importlib.util
+
+    from lipkit.media.probe import probe_audio
+
+    total = round(probe_audio(audio).seconds * 25)
+    events: list[Event] = []
+    asked: list[float] = []
+
+    def due(value: int, bar_total: int) -> bool:
+        if asked or not cancel_due(cancel_at, "render" if bar_total == total else "", value, total):
+            return False
+        asked.append(time.perf_counter())
+        return True
+
+    models = work / "comfy-models"
+    (models / "lipkit" / "wav2lip").mkdir(parents=True)
+    (models / "lipkit" / "wav2lip" / "wav2lip_gan.pth").symlink_to(ckpt)
+    _comfy_stand_ins(models, work / "out", events, due)
+    name = "lipkit-comfyui-bench"
+    if name not in sys.modules:  # loaded by path, as ComfyUI loads custom_nodes/
+        spec = importlib.util.spec_from_file_location(
+            name, ROOT / "integrations" / "comfyui" / "__init__.py"
+        )
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    sys.modules[f"{name}.params"].generator_weights.cache_clear()
+    node = sys.modules[name].NODE_CLASS_MAPPINGS["LipkitLipSync"]()
+    try:
+        node.sync(
+            **_node_inputs(face, audio), backend="auto", model="wav2lip/wav2lip_gan.pth",
+            output_mode="file",
+        )  # fmt: skip
+    except _Interrupt:
+        return events, time.perf_counter() - asked[0]
+    return events, None
+
+
+def resident_mib() -> float:
+    """This process's resident memory."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 # --------------------------------------------------------------------------- the service
 
 
@@ -200,12 +320,16 @@ def main() -> None:
     parser.add_argument("--face", type=Path, default=ROOT / "tests" / "media" / "face.mp4")
     parser.add_argument("--audio", type=Path, default=ROOT / "tests" / "media" / "speech.wav")
     parser.add_argument("--cancel-at", type=float, default=0.5, help="fraction of the frames")
-    parser.add_argument("--only", choices=["api", "cli", "service"], action="append")
+    parser.add_argument("--only", choices=["api", "cli", "service", "node"], action="append")
+    parser.add_argument(
+        "--node-runs", type=int, default=3, help="more whole node runs, for resident memory"
+    )
     args = parser.parse_args()
     for key, value in SETTINGS.items():
         os.environ.setdefault(key, value)
     runners: dict[str, Callable[..., Any]] = {"api": api_run, "cli": cli_run}
     runners["service"] = service_run
+    runners["node"] = node_run
     rows = []
     with tempfile.TemporaryDirectory(prefix="lipkit-bench-progress-") as tmp:
         work = Path(tmp)
@@ -222,10 +346,26 @@ def main() -> None:
             _, took = runners[name](args.face, args.audio, ckpt, work / name, args.cancel_at)
             rows.append(row(name, whole, took))
             print(f"{name}: done", file=sys.stderr)
+            if name == "node":
+                memory = node_memory(args, ckpt, work)
     header = ["caller", "reports", "by phase", "largest gap s (between)", "cancel->stop s"]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for line in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+    if "node" in (args.only or list(runners)):
+        print("node: resident MiB after each whole run: " + ", ".join(f"{m:.0f}" for m in memory))
+
+
+def node_memory(args: argparse.Namespace, ckpt: Path, work: Path) -> list[float]:
+    """Resident memory after each of ``--node-runs`` more whole node runs in this process."""
+    memory = [resident_mib()]
+    for run in range(args.node_runs):
+        folder = work / f"node-more-{run}"
+        folder.mkdir()
+        os.environ["LIPKIT_HOME"] = str(folder / "home")
+        node_run(args.face, args.audio, ckpt, folder, None)
+        memory.append(resident_mib())
+    return memory
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ downloaded on our machines) in speed and memory measurements. Layout as publishe
 
 Needs only what the README installs (lipkit and ``pip install -e plugins/wav2lip``): the
 calibration crops come from the sample portrait in tests/media, found with OpenCV's Haar
-cascade, not from scikit-image's copy of the photograph.
+cascade (through lipkit, so OpenCV 4 or 5), not from scikit-image's copy of the photograph.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ import cv2
 import numpy as np
 import torch
 
+from lipkit.builtins.face_haar import cascade_path
+from lipkit.face.haar_detect import open_cascade
+
 PORTRAIT = Path(__file__).resolve().parents[1] / "media" / "portrait.png"
 CROP = 96
 """Wav2Lip's face crop: 96x96, the lower half masked in the generator's first input."""
@@ -30,8 +33,8 @@ def portrait_crops(n: int, seed: int = 0) -> np.ndarray:
     image = cv2.imread(str(PORTRAIT))
     if image is None:
         raise SystemExit(f"cannot read {PORTRAIT}")
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-    faces = cascade.detectMultiScale(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), 1.1, 5)
+    path = cascade_path()  # wherever this OpenCV (4 or 5) or the model home keeps it
+    faces, _ = open_cascade(path).detect(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), 1.1, 5)
     if len(faces) == 0:
         raise SystemExit(f"no face found in {PORTRAIT}")
     x, y, w, h = (int(v) for v in max(faces, key=lambda box: box[2] * box[3]))
