@@ -577,6 +577,11 @@ class FakeVideo:
     def get_stream_source(self) -> Any:
         return str(self.source) if self.source else io.BytesIO(b"")
 
+    def get_active_trim_window(self) -> tuple[float, float]:
+        return self.trim
+
+    trim = (0.0, 0.0)
+
 
 def test_vhs_lazy_audio_is_accepted(pack, comfy, clip, speech) -> None:
     lazy = LazyAudio(speech)
@@ -595,6 +600,11 @@ def test_a_video_input_in_memory_sets_the_frame_rate(pack, comfy, clip, speech) 
         video=video, backend="preview", seed=0, output_mode="frames",
     )  # fmt: skip
     assert fps == pytest.approx(30000 / 1001)  # the VIDEO's own rate, passed on as an output
+    media = sys.modules["lipkit-comfyui.media"]
+    trimmed = FakeVideo(clip, speech, Fraction(25), source=Path(__file__))
+    assert media.video_source(trimmed) == Path(__file__)
+    trimmed.trim = (0.5, 1.0)  # a trimmed VIDEO is read through its components, not the file
+    assert media.video_source(trimmed) is None
     assert images.shape[0] == round(SPEECH_SECONDS * 30000 / 1001)
     assert video_path == "" and audio["sample_rate"] == 16000
 

@@ -223,7 +223,11 @@ class JobInputs:
 
 
 def video_source(video: Any) -> Path | None:
-    """The file a VIDEO input was loaded from, when it is one on this machine."""
+    """The file a VIDEO input was loaded from, when it is one on this machine and the VIDEO
+    is all of it (newer ComfyUI can trim a VIDEO: that one is read through its components)."""
+    trim = getattr(video, "get_active_trim_window", None)
+    if callable(trim) and any(float(t or 0) for t in trim()):
+        return None
     get = getattr(video, "get_stream_source", None)
     source = get() if callable(get) else None
     if isinstance(source, str | Path) and Path(source).is_file():
