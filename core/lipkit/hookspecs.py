@@ -109,7 +109,9 @@ def lipkit_generators() -> list[Generator]:
     audio encoder it consumes, its crop size and alignment, whether it needs landmarks or accepts
     a still image, the devices and minimum memory it runs with, its precisions, memory costs,
     weights, preferred length policy and its ``quality`` rank for ``backend=auto``. Its
-    ``params_model`` (pydantic, ``extra="forbid"``) validates user parameters.
+    ``params_model`` (pydantic, ``extra="forbid"``) validates user parameters. Give each
+    weight file a ``param`` (a path field of the params) and read the path from it: a file the
+    user keeps outside the model home (a host's folders, ``model_paths``) reaches you there.
 
     ``generator.load(ctx)`` loads weights (raising :class:`lipkit.errors.ModelError` naming the
     missing or wrong file and how to get it) and returns a session whose ``generate(batch)``
