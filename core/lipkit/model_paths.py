@@ -26,10 +26,11 @@ def search_folders(name: str, model_paths: Sequence[Path]) -> list[Path]:
 
 def find_elsewhere(weight: WeightFile, name: str, model_paths: Sequence[Path]) -> Path | None:
     """Where ``weight`` of implementation ``name`` is in ``model_paths``, or None."""
+    relative = Path(weight.filename)  # as in the model home, or just the file's name
     for folder in search_folders(name, model_paths):
-        path = folder / Path(weight.filename).name
-        if path.is_file():
-            return path
+        for path in dict.fromkeys((folder / relative, folder / relative.name)):
+            if path.is_file():
+                return path
     return None
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lipkit.errors import InputError
+from lipkit.errors import ConfigError, InputError
 from lipkit.logs import get_logger
 
 from .host import output_dir, temp_parent
@@ -251,8 +251,6 @@ def job_inputs(
     """Write the node's inputs for lipkit: ``images`` (+ ``audio``) or ``video`` (whose own
     audio is used unless ``audio`` is connected). ``fps`` is the rate of ``images``; a VIDEO
     carries its own."""
-    from lipkit.errors import ConfigError
-
     if video is not None and images is not None:
         raise ConfigError(
             "both the images and the video input are connected",

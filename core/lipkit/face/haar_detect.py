@@ -4,7 +4,7 @@
 classifier where this OpenCV has one (opencv-python(-headless) 4.x, opencv-contrib 5.x), else
 :class:`NumpyCascadeDetector` (opencv-python(-headless) 5.x), which reads the file with
 :mod:`lipkit.face.haar_cascade` and scans it the way ``detectMultiScale3`` does, so both give
-the same boxes (tests/test_face_haar_numpy.py measures how close):
+the same boxes (tests/test_opencv5.py compares them):
 
 1. Pyramid: for ``factor`` = 1, ``scale_factor``, ``scale_factor**2``, ... (the factor kept as
    float32) the image is resized (bilinear) to its size divided by ``factor``, rounded; the scan
