@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # On our CPU machines `pip install torch==2.13.0` takes the CPU build from local disk.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test lint install-core install-dev clean
+.PHONY: demo test gpu-check lint install-core install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,12 @@ lint: $(VENV)/.dev
 	$(BIN)/mypy
 
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest -q -n 2 tests
+	$(BIN)/python -m pytest -q -n 2 -m "not gpu" tests
+
+# every backend at full size on a CUDA GPU against its own fp32 run (tests/gpu/gpu_check.py);
+# LIPKIT_GPU_CHECK_DEVICE=cpu runs the same code at tiny sizes, as CI does
+gpu-check: $(VENV)/.dev
+	$(BIN)/python -m pytest -q -s -p no:xdist -m gpu tests/gpu
 
 clean:
 	rm -rf $(VENV) out.mp4

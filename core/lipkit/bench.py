@@ -221,16 +221,19 @@ def run_bench(
         shown = sample if face_session is not None else crop_arr  # what the output holds
         frames_rep = shown[np.resize(np.arange(len(shown)), chunk)]
 
+        video_encoder = plan.video_encoder or "libx264"
+        output_settings = settings.output.model_copy(update={"video_encoder": video_encoder})
+
         def encode() -> None:
             if selection.encoder.spec.kind != "file":
                 return
-            sink = selection.encoder.open_segment(Path(tmp) / "seg.mp4", stream, settings.output)
+            sink = selection.encoder.open_segment(Path(tmp) / "seg.mp4", stream, output_settings)
             for a in range(0, total, chunk):
                 sink.write(frames_rep[: min(chunk, total - a)])
             sink.close()
 
         stages.append(
-            _timed("encode", total, encode, note=f"libx264 {settings.output.x264_preset}")
+            _timed("encode", total, encode, note=f"{video_encoder} {settings.output.x264_preset}")
         )
 
     report = BenchReport(

@@ -117,6 +117,12 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
     out = p.add_argument_group("output")
     out.add_argument("--crf", type=int, default=SUPPRESS, help="H.264 quality (default 19)")
     out.add_argument("--x264-preset", default=SUPPRESS)
+    out.add_argument(
+        "--video-encoder",
+        choices=["auto", "libx264", "h264_nvenc"],
+        default=SUPPRESS,
+        help="H.264 encoder (default auto: NVENC when generating on an NVIDIA GPU)",
+    )
     out.add_argument("--audio-bitrate", default=SUPPRESS, help="AAC bitrate (default 128k)")
     mem = p.add_argument_group("memory")
     mem.add_argument("--memory-policy", default=SUPPRESS)
@@ -152,6 +158,7 @@ _NESTED = {
     "detect_batch": ("face", "detect_batch"),
     "crf": ("output", "crf"),
     "x264_preset": ("output", "x264_preset"),
+    "video_encoder": ("output", "video_encoder"),
     "audio_bitrate": ("output", "audio_bitrate"),
     "memory_policy": ("memory", "policy"),
     "memory_mode": ("memory", "mode"),

@@ -114,6 +114,11 @@ class OutputSettings(_Section):
     x264_preset: Literal[
         "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"
     ] = "medium"
+    video_encoder: Literal["auto", "libx264", "h264_nvenc"] = Field(
+        default="auto",
+        description="H.264 encoder; auto = h264_nvenc when generation runs on an NVIDIA GPU "
+        "and ffmpeg's NVENC opens there, else libx264 (NVENC takes the CRF as -cq)",
+    )
     audio_bitrate: str = Field(default="128k", pattern=r"^\d+k$")
     segment_seconds: float = Field(
         default=10.0, gt=0, description="resume granularity: a killed job redoes at most this"

@@ -105,6 +105,11 @@ class Plan(BaseModel):
     inputs: InputSummary
     fps: float
     fps_reason: str = Field(default="", description="why the output has this frame rate")
+    video_encoder: str | None = Field(
+        default=None,
+        description="the H.264 encoder a file output uses (output.video_encoder resolved); "
+        "None for frames in memory",
+    )
     num_frames: int = Field(description="frames in the output")
     length_policy: LengthPolicy
     seed: int = Field(default=0, description="the generator's seed: the user's, or the backend's")
@@ -177,6 +182,12 @@ def choose_precision(request: MemoryRequest) -> tuple[Precision, str]:
                 f"backend {request.generator.name!r} cannot run in {request.precision}; "
                 f"it supports {', '.join(allowed)}"
             )
+        if device.kind == "cpu" and request.precision != "fp32" and not device.supports_bf16:
+            return request.precision, (
+                "set by the user; this CPU has no native bf16 (AVX512-BF16 / AMX), so half "
+                "precision is emulated and several times slower than fp32 (Wav2Lip on a "
+                "2-core AMD EPYC: 0.5 vs 8.2 faces/s, tests/bench/bench_precision.py)"
+            )
         return request.precision, "set by the user"
     if device.kind != "cpu":
         if "bf16" in allowed and device.supports_bf16:
@@ -185,7 +196,8 @@ def choose_precision(request: MemoryRequest) -> tuple[Precision, str]:
             return "fp16", f"{device.name} supports fp16"
     if device.kind == "cpu" and device.supports_bf16 and "bf16" in allowed:
         return "fp32", (
-            "full precision on the CPU; this CPU computes bf16 natively, and --precision bf16 "
-            "is faster (Wav2Lip about 2.7x) with slightly different output"
+            "full precision on the CPU; this CPU computes bf16 natively: --precision bf16 is "
+            "about 2.7x faster (Wav2Lip), but its mouth region differs from fp32 by 28-48 dB "
+            "PSNR on random networks (tests/bench/bench_precision.py), visibly at the low end"
         )
     return "fp32", "full precision on this device" if device.kind == "cpu" else "only fp32 fits"

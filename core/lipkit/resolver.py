@@ -388,6 +388,7 @@ class Resolver:
         from lipkit.media.probe import probe_audio, probe_media
         from lipkit.media.rates import choose_output_rate
         from lipkit.media.transform import transform_info
+        from lipkit.media.video_codecs import choose_video_encoder
 
         params = dict(params or {})
         settings = self.settings
@@ -431,6 +432,10 @@ class Resolver:
                 reason=f"{spec.name} renders whole {width}x{height} frames: no face tracking",
             )
         out_enc, out_reason = self.choose_encoder(output)
+        video_encoder = None
+        if out_enc.spec.kind == "file":
+            video_encoder, why = choose_video_encoder(settings.output.video_encoder, device)
+            out_reason = f"{out_reason}; {why}"
 
         # --static on a video keeps the video's rate (as the reference); VFR: nominal or --fps
         info, fps, fps_reason = choose_output_rate(
@@ -535,6 +540,7 @@ class Resolver:
             ),
             fps=fps,
             fps_reason=fps_reason,
+            video_encoder=video_encoder,
             num_frames=num_frames,
             length_policy=policy,
             seed=settings.seed if settings.seed is not None else spec.default_seed,

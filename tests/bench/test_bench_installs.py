@@ -50,6 +50,7 @@ SMALLEST_RUNS: dict[str, list[str]] = {
     "bench_long_audio.py": ["--help"],  # 10 min and 3 h of speech
     "bench_memory_scaling.py": ["{tmp}", "--lengths", "1", "--x264-preset", "ultrafast"],
     "bench_overlap.py": [FACE, SPEECH, "--frames", "25", "--x264-preset", "ultrafast"],
+    "bench_precision.py": ["--crops", "8", "--precisions", "bf16"],
     "bench_progress.py": ["--help"],  # full-size Wav2Lip jobs, three times over
     "bench_s3fd.py": ["--batches", "1", "--seconds", "0", "--detect-size", "64"],
     "check_infinitetalk_lengths.py": ["--help"],  # a minute per length on 2 cores
@@ -58,6 +59,7 @@ SMALLEST_RUNS: dict[str, list[str]] = {
     "make_long_inputs.py": ["{tmp}", "1"],
     "make_wav2lip_checkpoint.py": ["{tmp}/wav2lip_gan.pth"],
     "memory_plan_table.py": [],
+    "vs_reference.py": ["--help"],  # needs a Wav2Lip checkout; minutes per clip
 }
 
 

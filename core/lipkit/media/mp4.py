@@ -1,10 +1,11 @@
 """H.264/AAC MP4 output written in resumable segments, then joined and muxed with the audio.
 
-:class:`Mp4SegmentWriter` encodes one segment (video only) from raw RGB frames piped to a libx264
-ffmpeg process; the file appears at its path only once complete (written under a temporary name
-and renamed on :meth:`~Mp4SegmentWriter.close`). :func:`finalize_mp4` joins the segments without
-re-encoding (concat demuxer, stream copy), adds the speech as AAC and writes the result next to
-the output under a temporary name before renaming it into place. Every run uses ffmpeg's
+:class:`Mp4SegmentWriter` encodes one segment (video only) from raw RGB frames piped to an
+ffmpeg process (libx264, or h264_nvenc: :mod:`lipkit.media.video_codecs`); the file appears at its
+path only once complete (written under a temporary name and renamed on
+:meth:`~Mp4SegmentWriter.close`). :func:`finalize_mp4` joins the segments without re-encoding
+(concat demuxer, stream copy), adds the speech as AAC and writes the result next to the output
+under a temporary name before renaming it into place. Every run uses ffmpeg's
 ``bitexact`` flags and drops metadata, so equal segments and audio give a byte-identical file.
 """
 
@@ -33,6 +34,7 @@ from lipkit.media.ffmpeg import (
     run_ffmpeg,
     seconds_arg,
 )
+from lipkit.media.video_codecs import video_args
 
 log = get_logger(__name__)
 
@@ -121,7 +123,8 @@ def _cleanup(process: FfmpegProcess, partial: Path) -> None:
 class Mp4SegmentWriter(FrameSink):
     """Encode one video-only H.264 segment to ``path`` from ``uint8 [B, H, W, 3]`` RGB frames.
 
-    yuv420p at ``settings.crf`` / ``settings.x264_preset``, BT.709 (limited range) tagged.
+    yuv420p at ``settings.crf`` / ``settings.x264_preset`` with ``settings.video_encoder``,
+    BT.709 (limited range) tagged.
     H.264 in yuv420p needs even sizes: an odd width or height is padded by one black column or
     row on the right or bottom (the output is that one pixel larger; nothing crops it back).
     The file is written to ``path`` + ``.partial`` and renamed to ``path`` by :meth:`close`, so a
@@ -154,12 +157,11 @@ class Mp4SegmentWriter(FrameSink):
             "-video_size", f"{stream.width}x{stream.height}", "-framerate", rate_arg(rate),
             "-i", "pipe:0",
             "-map", "0:v:0", "-an", "-vf", ",".join(filters),
-            "-c:v", "libx264", "-preset", settings.x264_preset, "-crf", str(settings.crf),
-            # No B-frames: their decode delay gives each segment a negative start DTS whose
-            # edit list the concat demuxer drops, and the joined file then reports a wrong
-            # average frame rate (24.74 for 193 frames at 25), which makes CFR readers
-            # duplicate frames. Costs some bitrate at equal CRF; keeps every reader exact.
-            "-bf", "0",
+            # video_args writes no B-frames: their decode delay gives each segment a negative
+            # start DTS whose edit list the concat demuxer drops, and the joined file then
+            # reports a wrong average frame rate (24.74 for 193 frames at 25), which makes CFR
+            # readers duplicate frames. Costs some bitrate at equal CRF; keeps every reader exact.
+            *video_args(settings),
             "-pix_fmt", "yuv420p", "-flags:v", "+bitexact", *_COLOR, *_BITEXACT,
             "-f", container_format(self.path), "-y", file_arg(self._partial),
         ]  # fmt: skip

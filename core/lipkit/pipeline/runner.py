@@ -154,6 +154,10 @@ class Pipeline:
         self.plan = selection.plan
         self.settings = settings
         self.output = output
+        # what the segments are encoded with: the output settings, with the plan's encoder
+        self.output_settings = settings.output.model_copy(
+            update={"video_encoder": selection.plan.video_encoder or "libx264"}
+        )
         self.policy = memory_policy
         self.memory: MemoryPlan = selection.plan.memory
         self.reporter = ProgressReporter(progress, cancel)
@@ -233,7 +237,7 @@ class Pipeline:
             [(row.stage, row.implementation, row.version) for row in plan.stages[2:]],
             plan.generator_params,
             self.settings.face.model_dump(mode="json"),
-            self.settings.output.model_dump(mode="json"),
+            self.output_settings.model_dump(mode="json"),
             transform.model_dump(mode="json") if transform is not None else None,
             plan.fps,
             plan.num_frames,
@@ -526,7 +530,7 @@ class Pipeline:
                     t0 = time.perf_counter()
                     if item.segment != current:
                         path = work.segment_path(item.segment) if work is not None else None
-                        sink = self._encoder.open_segment(path, stream, self.settings.output)
+                        sink = self._encoder.open_segment(path, stream, self.output_settings)
                         current = item.segment
                     assert sink is not None
                     sink.write(item.frames)

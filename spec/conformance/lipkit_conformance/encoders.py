@@ -40,7 +40,7 @@ class EncoderContract:
         return folder / f"seg{index}{encoder.spec.suffixes[0]}"
 
     def _write(self, encoder: OutputEncoder, folder: Path, out: Path | None) -> Any:
-        settings = OutputSettings()
+        settings = OutputSettings(video_encoder="libx264")  # as the resolver hands it
         segments = []
         for index, count in enumerate(self.SEGMENTS):
             sink = encoder.open_segment(
