@@ -71,3 +71,11 @@ def test_cli_asks_for_nvenc(tmp_path: Path, sample_face: Path, sample_speech: Pa
     assert "the video encoder h264_nvenc cannot open on this machine" in proc.stderr
     assert "--video-encoder libx264" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_encode_settings_resolve_auto() -> None:
+    auto = OutputSettings(crf=23)
+    assert video_codecs.encode_settings(auto, "h264_nvenc").video_encoder == "h264_nvenc"
+    resolved = video_codecs.encode_settings(auto, None)  # frames in memory: no file encoder
+    assert resolved.video_encoder == "libx264" and resolved.crf == 23
+    assert auto.video_encoder == "auto"  # the job's own settings are left as they were

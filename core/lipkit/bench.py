@@ -28,6 +28,7 @@ from lipkit.face import warp
 from lipkit.interfaces import GenerationBatch, GeneratorContext, StreamInfo
 from lipkit.media.audio import open_audio
 from lipkit.media.transform import cover_crop
+from lipkit.media.video_codecs import encode_settings
 from lipkit.pipeline.faces import analyse
 from lipkit.pipeline.length import source_indices
 from lipkit.pipeline.source import SourceFrames
@@ -221,8 +222,8 @@ def run_bench(
         shown = sample if face_session is not None else crop_arr  # what the output holds
         frames_rep = shown[np.resize(np.arange(len(shown)), chunk)]
 
-        video_encoder = plan.video_encoder or "libx264"
-        output_settings = settings.output.model_copy(update={"video_encoder": video_encoder})
+        output_settings = encode_settings(settings.output, plan.video_encoder)
+        video_encoder = output_settings.video_encoder
 
         def encode() -> None:
             if selection.encoder.spec.kind != "file":

@@ -45,7 +45,7 @@ def run(name: str, report: Report, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def test_wav2lip(report: Report, tmp_path_factory: pytest.TempPathFactory) -> None:
     figures = run("wav2lip", report, tmp_path_factory)
-    assert figures["fp32"]["max_diff"] == 0  # the reference against itself
+    assert figures["fp32"]["frames"] == round(sizes_for(DEVICE).wav2lip_compare_seconds * 25)
     half = figures["bf16" if DEVICE == "cpu" else "fp16"]
     assert half["psnr_db"] > 30, half
 
@@ -60,7 +60,7 @@ def test_latentsync(report: Report, tmp_path_factory: pytest.TempPathFactory) ->
     figures = run("latentsync", report, tmp_path_factory)
     for name, values in figures.items():
         if name.endswith("fp32"):
-            assert values["max_diff"] == 0
+            assert values["frames"] == 32  # 2 segments of 16
         else:
             assert values["psnr_db"] > 20, (name, values)
 

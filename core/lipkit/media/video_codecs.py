@@ -96,3 +96,9 @@ def video_args(settings: OutputSettings) -> list[str]:
         ]  # fmt: skip
     preset, crf = settings.x264_preset, str(settings.crf)
     return ["-c:v", "libx264", "-preset", preset, "-crf", crf, "-bf", "0"]
+
+
+def encode_settings(output: OutputSettings, video_encoder: str | None) -> OutputSettings:
+    """``output`` with the plan's resolved encoder in place of ``auto`` (libx264 for a job
+    with no file output): what a job's segments are encoded and keyed with."""
+    return output.model_copy(update={"video_encoder": video_encoder or "libx264"})

@@ -39,6 +39,7 @@ from lipkit.interfaces import (
 from lipkit.logs import get_logger
 from lipkit.media.audio import AudioTrack, open_audio
 from lipkit.media.transform import cover_crop
+from lipkit.media.video_codecs import encode_settings
 from lipkit.pipeline.devmem import free_memory, measure_peak
 from lipkit.pipeline.faces import LiveTrack, start_analysis
 from lipkit.pipeline.length import source_indices
@@ -154,10 +155,7 @@ class Pipeline:
         self.plan = selection.plan
         self.settings = settings
         self.output = output
-        # what the segments are encoded with: the output settings, with the plan's encoder
-        self.output_settings = settings.output.model_copy(
-            update={"video_encoder": selection.plan.video_encoder or "libx264"}
-        )
+        self.output_settings = encode_settings(settings.output, selection.plan.video_encoder)
         self.policy = memory_policy
         self.memory: MemoryPlan = selection.plan.memory
         self.reporter = ProgressReporter(progress, cancel)
