@@ -22,7 +22,9 @@ MEDIA = Path(__file__).parent / "media"
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     home = tmp_path_factory.mktemp("lipkit-home")
     monkeypatch.setenv("LIPKIT_HOME", str(home))
     for name in ("LIPKIT_CONFIG", "LIPKIT_BACKEND", "LIPKIT_DEVICE", "LIPKIT_PRESET"):

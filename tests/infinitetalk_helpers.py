@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
@@ -144,7 +145,7 @@ def run(model: InfiniteTalkTransformer3DModel, **kwargs: torch.Tensor | None) ->
 # --- a whole tiny job: every file the generator loads, in the published formats --------------
 
 
-def write_tiny_job(folder: Path, seed: int = 0) -> dict[str, object]:
+def write_tiny_job(folder: Path, seed: int = 0) -> dict[str, Any]:
     """Tiny random models for an ``infinitetalk`` job, and the ``--param`` values naming them.
 
     The transformer is :meth:`InfiniteTalkConfig.tiny` (text 32, image 32, audio 2 x 32) split
@@ -155,7 +156,7 @@ def write_tiny_job(folder: Path, seed: int = 0) -> dict[str, object]:
     import json
 
     import transformers
-    from diffusers import AutoencoderKLWan
+    from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
     from lipkit_infinitetalk.conditioning import save_prompt_embedding
     from lipkit_infinitetalk.vae import vae_config
 

@@ -152,7 +152,7 @@ def write_tiny_unet(folder: Path, seed: int = 0) -> tuple[Path, Path]:
 
 def write_tiny_vae(folder: Path, seed: int = 0) -> Path:
     """A random tiny ``AutoencoderKL`` (8x downscale) saved as a diffusers folder."""
-    from diffusers import AutoencoderKL
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
     torch.manual_seed(seed)
     model = AutoencoderKL(**TINY_VAE).eval()

@@ -16,6 +16,7 @@ from lipkit.builtins.mel import MelAudioEncoder
 from lipkit.builtins.preview import PreviewGenerator
 from lipkit.errors import ModelError
 from lipkit.interfaces import AudioEncoder, AudioFeatures
+from lipkit.media.track import AudioTrack
 from lipkit.plugins import load_registry
 from lipkit.specs import AudioEncoderSpec, DeviceInfo, GeneratorSpec, WeightFile
 
@@ -40,7 +41,13 @@ class Weighted(AudioEncoder):
     seen: ClassVar[list[Path | None]] = []
 
     def encode(
-        self, audio: np.ndarray, *, fps: float, num_frames: int, params: Any, device: DeviceInfo
+        self,
+        audio: np.ndarray | AudioTrack,
+        *,
+        fps: float,
+        num_frames: int,
+        params: Any,
+        device: DeviceInfo,
     ) -> AudioFeatures:
         Weighted.seen.append(params.encoder_weights)
         return MelAudioEncoder().encode(

@@ -129,7 +129,7 @@ def test_whisper_on_a_track_equals_the_array_and_never_reads_it_whole(
         from_track = SmallWhisper().encode(
             track, fps=25.0, num_frames=seconds * 25, params=params, device=CPU
         )
-        assert from_track.maximum == from_array.maximum  # type: ignore[attr-defined]
+        assert from_track.maximum == from_array.maximum
         got = from_track.window(frames)
         # the same samples reach the same torch arithmetic: equal to float rounding
         np.testing.assert_allclose(got, from_array.window(frames), rtol=0, atol=1e-6)

@@ -209,7 +209,7 @@ def test_non_finite_weights_raise_model_error_from_the_python_api(
     path, first = models["bad"][target]
     backend, params = _job(models, target, path)
     detector = params.pop("detector_checkpoint", None)
-    face = {"face_settings": {"detector_checkpoint": detector}} if detector else {}
+    face: dict[str, Any] = {"face_settings": {"detector_checkpoint": detector}} if detector else {}
     registry = load_registry(allow=[backend])
     with pytest.raises(ModelError, match="NaN or infinite") as info:
         api.sync(

@@ -19,12 +19,15 @@ import types
 from collections.abc import Iterator, Mapping
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = pytest.importorskip("torch")
 
 from lipkit.media.audio import load_audio  # noqa: E402
 from lipkit.media.probe import probe_media  # noqa: E402
@@ -78,7 +81,9 @@ def speech(sample_speech: Path) -> dict[str, Any]:
     return {"waveform": wave, "sample_rate": SPEECH_RATE}
 
 
-EXECUTING = contextvars.ContextVar("executing_node", default=None)
+EXECUTING: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "executing_node", default=None
+)
 """Stands in for ComfyUI's context variable naming the node being executed."""
 
 
@@ -98,7 +103,9 @@ class FakeProgressBar:
         self.nodes: set[str | None] = set()
         FakeProgressBar.instances.append(self)
 
-    def update_absolute(self, value: float, total: float | None = None, preview: Any = None):
+    def update_absolute(
+        self, value: float, total: float | None = None, preview: Any = None
+    ) -> None:
         if total is not None:
             self.total = total
         self.current = min(value, self.total)
@@ -177,7 +184,7 @@ def comfy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     return dirs
 
 
-def run_node(cls: type, **inputs: Any) -> tuple[Any, ...]:
+def run_node(cls: type[Any], **inputs: Any) -> tuple[Any, ...]:
     """Validate ``inputs`` against INPUT_TYPES, call FUNCTION, check the outputs' count."""
     spec = cls.INPUT_TYPES()
     required, optional = spec["required"], spec.get("optional", {})
@@ -210,7 +217,7 @@ def process_state() -> tuple[dict[str, str], str | None]:
 # --------------------------------------------------------------------------- loading
 
 
-def test_the_pack_loads_by_path_and_declares_comfyui_nodes(pack) -> None:
+def test_the_pack_loads_by_path_and_declares_comfyui_nodes(pack: Any) -> None:
     mappings = pack.NODE_CLASS_MAPPINGS
     assert set(mappings) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
     assert len(mappings) == 3
@@ -253,7 +260,9 @@ def test_the_pack_loads_under_a_path_module_name(tmp_path: Path) -> None:
             del sys.modules[key]
 
 
-def test_the_pack_imports_as_an_installed_package(tmp_path: Path, monkeypatch) -> None:
+def test_the_pack_imports_as_an_installed_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """pip installs the folder as the package lipkit_comfyui (pyproject's package-dir)."""
     (tmp_path / "lipkit_comfyui").symlink_to(PACK, target_is_directory=True)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -282,7 +291,9 @@ def test_a_folder_named_lipkit_is_refused(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- LipSync
 
 
-def test_lipsync_returns_frames_matching_the_audio(pack, comfy, clip, speech) -> None:
+def test_lipsync_returns_frames_matching_the_audio(
+    pack: Any, comfy: dict[str, Path], clip: torch.Tensor, speech: dict[str, Any]
+) -> None:
     before = process_state()
     token = EXECUTING.set("node-7")  # ComfyUI sets the executing node before calling FUNCTION
     try:
@@ -324,7 +335,9 @@ def test_lipsync_returns_frames_matching_the_audio(pack, comfy, clip, speech) ->
     assert MM is not None and MM.emptied == 1  # memory handed back after the run
 
 
-def test_lipsync_auto_writes_a_file_for_long_clips(pack, comfy, clip, speech) -> None:
+def test_lipsync_auto_writes_a_file_for_long_clips(
+    pack: Any, comfy: dict[str, Path], clip: torch.Tensor, speech: dict[str, Any]
+) -> None:
     before = process_state()
     images, audio, video_path, fps, notes = run_node(
         pack.NODE_CLASS_MAPPINGS["LipkitLipSync"],
@@ -358,7 +371,9 @@ def test_lipsync_auto_writes_a_file_for_long_clips(pack, comfy, clip, speech) ->
     assert (50, 50) in FakeProgressBar.instances[0].updates
 
 
-def test_auto_falling_back_to_the_preview_is_said(pack, comfy, clip, speech) -> None:
+def test_auto_falling_back_to_the_preview_is_said(
+    pack: Any, comfy: dict[str, Path], clip: torch.Tensor, speech: dict[str, Any]
+) -> None:
     *_, notes = run_node(
         pack.NODE_CLASS_MAPPINGS["LipkitLipSync"],
         images=clip, audio=speech, backend="auto", seed=0, output_mode="frames",
@@ -367,7 +382,9 @@ def test_auto_falling_back_to_the_preview_is_said(pack, comfy, clip, speech) -> 
     assert "models/lipkit/<backend>/" in notes
 
 
-def test_cancelling_from_comfyui_stops_the_job(pack, comfy, clip, speech) -> None:
+def test_cancelling_from_comfyui_stops_the_job(
+    pack: Any, comfy: dict[str, Path], clip: torch.Tensor, speech: dict[str, Any]
+) -> None:
     FakeProgressBar.interrupt_at = 1  # the user presses Cancel once the bar has moved
     assert MM is not None
     with pytest.raises(MM.InterruptProcessingException):
@@ -380,7 +397,9 @@ def test_cancelling_from_comfyui_stops_the_job(pack, comfy, clip, speech) -> Non
     assert MM.emptied == 1
 
 
-def test_lipsync_errors_carry_the_message_and_hint(pack, comfy, clip, speech) -> None:
+def test_lipsync_errors_carry_the_message_and_hint(
+    pack: Any, comfy: dict[str, Path], clip: torch.Tensor, speech: dict[str, Any]
+) -> None:
     node = pack.NODE_CLASS_MAPPINGS["LipkitLipSync"]
     with pytest.raises(RuntimeError, match=r"not KEY=VALUE[\s\S]*hint:"):
         node().sync(images=clip, audio=speech, backend="preview", params="strength 2")
@@ -398,7 +417,7 @@ def test_lipsync_errors_carry_the_message_and_hint(pack, comfy, clip, speech) ->
     assert list(comfy["temp"].iterdir()) == []  # cleaned up after failures too
 
 
-def test_errors_name_node_inputs_not_flags_or_paths(pack) -> None:
+def test_errors_name_node_inputs_not_flags_or_paths(pack: Any) -> None:
     from lipkit.errors import InputError, ModelError
 
     messages = sys.modules["lipkit-comfyui.messages"]
@@ -421,7 +440,7 @@ def test_errors_name_node_inputs_not_flags_or_paths(pack) -> None:
     assert 'the node input "model"' in str(model) and isinstance(model, messages.LipkitNodeError)
 
 
-def test_params_are_key_value_lines_with_json_values(pack) -> None:
+def test_params_are_key_value_lines_with_json_values(pack: Any) -> None:
     parse = sys.modules["lipkit-comfyui.params"].parse_params
     text = '# comment\nstrength=0.5\n\nlength-policy = "pingpong"\npads=[0, 10, 0, 0]\nmode=fast'
     assert parse(text) == {
@@ -434,7 +453,7 @@ def test_params_are_key_value_lines_with_json_values(pack) -> None:
         parse("seed=3")
 
 
-def test_input_frames_reach_lipkit_losslessly(pack, tmp_path: Path) -> None:
+def test_input_frames_reach_lipkit_losslessly(pack: Any, tmp_path: Path) -> None:
     media = sys.modules["lipkit-comfyui.media"]
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (5, 17, 23, 3), dtype=np.uint8)  # odd sizes on purpose
@@ -453,7 +472,7 @@ def test_input_frames_reach_lipkit_losslessly(pack, tmp_path: Path) -> None:
     assert again.read_bytes() == path.read_bytes()
 
 
-def test_outside_comfyui_files_go_to_a_temp_folder(pack) -> None:
+def test_outside_comfyui_files_go_to_a_temp_folder(pack: Any) -> None:
     host = sys.modules["lipkit-comfyui.host"]
     progress = sys.modules["lipkit-comfyui.progress"]
     assert "folder_paths" not in sys.modules
@@ -466,7 +485,9 @@ def test_outside_comfyui_files_go_to_a_temp_folder(pack) -> None:
 # --------------------------------------------------------------------------- LipSync Plan
 
 
-def test_plan_node_shows_the_plan(pack, comfy, clip, speech) -> None:
+def test_plan_node_shows_the_plan(
+    pack: Any, comfy: dict[str, Path], clip: torch.Tensor, speech: dict[str, Any]
+) -> None:
     node = pack.NODE_CLASS_MAPPINGS["LipkitLipSyncPlan"]
     inputs = {"images": clip, "audio": speech, "backend": "preview", "seed": 3}
     out = node().plan(**inputs, output_mode="auto")
@@ -505,7 +526,7 @@ def silence(frames: int, rate: int = 8000) -> dict[str, Any]:
         ("trim", [0, 1, 2, 3]),
     ],
 )
-def test_length_adjust_modes(pack, mode: str, expected: list[int]) -> None:
+def test_length_adjust_modes(pack: Any, mode: str, expected: list[int]) -> None:
     audio = silence(10)
     images, out_audio, count = run_node(
         pack.NODE_CLASS_MAPPINGS["LipkitLengthAdjust"],
@@ -522,7 +543,7 @@ def test_length_adjust_modes(pack, mode: str, expected: list[int]) -> None:
     assert samples == (4 * 8000 // FPS if mode == "trim" else 10 * 8000 // FPS)
 
 
-def test_length_adjust_holds_a_still_image(pack) -> None:
+def test_length_adjust_holds_a_still_image(pack: Any) -> None:
     images, _, count = run_node(
         pack.NODE_CLASS_MAPPINGS["LipkitLengthAdjust"],
         images=numbered_frames(1) + 0.5,
@@ -533,7 +554,7 @@ def test_length_adjust_holds_a_still_image(pack) -> None:
     assert count == 7 and torch.all(images == 0.5)
 
 
-def test_length_adjust_rejects_audio_shorter_than_a_frame(pack) -> None:
+def test_length_adjust_rejects_audio_shorter_than_a_frame(pack: Any) -> None:
     with pytest.raises(RuntimeError, match="shorter than one frame"):
         pack.NODE_CLASS_MAPPINGS["LipkitLengthAdjust"]().adjust(
             images=numbered_frames(3),
@@ -583,7 +604,9 @@ class FakeVideo:
     trim = (0.0, 0.0)
 
 
-def test_vhs_lazy_audio_is_accepted(pack, comfy, clip, speech) -> None:
+def test_vhs_lazy_audio_is_accepted(
+    pack: Any, comfy: dict[str, Path], clip: torch.Tensor, speech: dict[str, Any]
+) -> None:
     lazy = LazyAudio(speech)
     images, audio, *_ = run_node(
         pack.NODE_CLASS_MAPPINGS["LipkitLipSync"],
@@ -593,7 +616,9 @@ def test_vhs_lazy_audio_is_accepted(pack, comfy, clip, speech) -> None:
     assert audio["waveform"].shape == (1, 1, round(SPEECH_SECONDS * 16000))
 
 
-def test_a_video_input_in_memory_sets_the_frame_rate(pack, comfy, clip, speech) -> None:
+def test_a_video_input_in_memory_sets_the_frame_rate(
+    pack: Any, comfy: dict[str, Path], clip: torch.Tensor, speech: dict[str, Any]
+) -> None:
     video = FakeVideo(clip, speech, Fraction(30000, 1001), source=None)
     images, audio, video_path, fps, _ = run_node(
         pack.NODE_CLASS_MAPPINGS["LipkitLipSync"],
@@ -610,7 +635,7 @@ def test_a_video_input_in_memory_sets_the_frame_rate(pack, comfy, clip, speech) 
 
 
 def test_a_video_file_input_is_read_by_lipkit_with_its_own_audio(
-    pack, comfy, sample_face_with_audio: Path
+    pack: Any, comfy: dict[str, Path], sample_face_with_audio: Path
 ) -> None:
     info = probe_media(sample_face_with_audio)
     video = FakeVideo(None, None, Fraction(int(info.fps)), source=sample_face_with_audio)
@@ -628,7 +653,9 @@ def test_a_video_file_input_is_read_by_lipkit_with_its_own_audio(
         )
 
 
-def test_quiet_logging_inside_comfyui(pack, comfy, monkeypatch) -> None:
+def test_quiet_logging_inside_comfyui(
+    pack: Any, comfy: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     host = sys.modules["lipkit-comfyui.host"]
     import logging
 
@@ -645,7 +672,7 @@ def test_quiet_logging_inside_comfyui(pack, comfy, monkeypatch) -> None:
 
 
 @pytest.fixture
-def wav2lip_in_comfy(comfy, monkeypatch) -> str:
+def wav2lip_in_comfy(comfy: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A full-size random Wav2Lip in ComfyUI/models/lipkit/wav2lip/, and the plugin loaded."""
     from wav2lip_helpers import random_state_dict, save_published
 
@@ -660,7 +687,11 @@ def wav2lip_in_comfy(comfy, monkeypatch) -> str:
 
 
 def test_weights_in_comfyuis_model_folder_show_in_the_dropdown_and_cancel_resumes(
-    pack, comfy, clip, speech, wav2lip_in_comfy: str
+    pack: Any,
+    comfy: dict[str, Path],
+    clip: torch.Tensor,
+    speech: dict[str, Any],
+    wav2lip_in_comfy: str,
 ) -> None:
     from lipkit_wav2lip.generator import CPU_SLICE
 

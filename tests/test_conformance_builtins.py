@@ -35,6 +35,7 @@ from lipkit.interfaces import (
     MemoryPolicy,
     OomEvent,
 )
+from lipkit.media.track import AudioTrack
 from lipkit.plans import MemoryPlan, MemoryRequest
 from lipkit.specs import (
     AudioEncoderSpec,
@@ -53,7 +54,7 @@ POLICIES = implementations("memory_policies")
 ENCODERS = implementations("audio_encoders")
 FACES = implementations("face_processors")
 GENERATORS = implementations("generators")
-OUTPUTS = implementations("encoders")
+OUTPUTS = implementations("output_encoders")
 
 
 def test_every_builtin_is_covered() -> None:
@@ -119,7 +120,13 @@ class _BatchDependentEncoder(AudioEncoder):
     )
 
     def encode(
-        self, audio: np.ndarray, *, fps: float, num_frames: int, params: BaseModel, device: Any
+        self,
+        audio: np.ndarray | AudioTrack,
+        *,
+        fps: float,
+        num_frames: int,
+        params: BaseModel,
+        device: Any,
     ) -> AudioFeatures:
         return _Sum(num_frames)  # and never an InputError for empty audio
 
@@ -133,8 +140,8 @@ class _LeakySession(GeneratorSession):
     def generate(self, batch: GenerationBatch) -> np.ndarray:
         _LeakySession.calls += 1
         noise = 0 if self.seeded else _LeakySession.calls % 2
-        shift = int(batch.crops.mean()) % 7 + noise
-        return (batch.crops.astype(np.int16) + shift).clip(0, 255).astype(np.uint8)
+        shift = int(batch.images.mean()) % 7 + noise
+        return (batch.images.astype(np.int16) + shift).clip(0, 255).astype(np.uint8)
 
 
 class _LeakyGenerator(Generator):
@@ -156,10 +163,10 @@ class _SwallowingSession(GeneratorSession):
 
     def generate(self, batch: GenerationBatch) -> np.ndarray:
         if batch.on_progress is not None:
-            for done in (1, len(batch.crops)):
+            for done in (1, len(batch.images)):
                 with contextlib.suppress(Exception):
-                    batch.on_progress(done, len(batch.crops))
-        return batch.crops.copy()
+                    batch.on_progress(done, len(batch.images))
+        return batch.images.copy()
 
 
 class _SwallowingGenerator(Generator):

@@ -250,13 +250,17 @@ def test_frames_encoder_joins_segments_exactly() -> None:
         buffer[:] = 0  # the caller reuses its buffer: the sink kept a copy
         segments.append(sink.close())
     assert [len(s) for s in segments] == [4, 5, 2]
-    result = encoder.finalize(FinalizeRequest(segments, stream, 11, None, None, 0.0, None))
+    result = encoder.finalize(
+        FinalizeRequest(segments, stream, 11, None, None, 0.0, OutputSettings())
+    )
     assert result.dtype == np.uint8 and result.shape == (11, 6, 8, 3)
     np.testing.assert_array_equal(result, frames)
-    shorter = encoder.finalize(FinalizeRequest(segments, stream, 10, None, None, 0.0, None))
+    shorter = encoder.finalize(
+        FinalizeRequest(segments, stream, 10, None, None, 0.0, OutputSettings())
+    )
     np.testing.assert_array_equal(shorter, frames[:10])
     with pytest.raises(ValueError):
-        encoder.finalize(FinalizeRequest(segments, stream, 12, None, None, 0.0, None))
+        encoder.finalize(FinalizeRequest(segments, stream, 12, None, None, 0.0, OutputSettings()))
 
 
 def test_frames_sink_checks_shapes() -> None:
@@ -274,7 +278,7 @@ def test_encoders_register_through_the_hook() -> None:
     manager.add_hookspecs(hookspecs)
     manager.register(mp4_module)
     manager.register(frames_module)
-    offered = [enc for result in manager.hook.lipkit_encoders() for enc in result]
+    offered = [enc for result in manager.hook.lipkit_output_encoders() for enc in result]
     specs = {enc.spec.name: enc.spec for enc in offered}
     assert set(specs) == {"mp4", "frames"}
     assert specs["mp4"].kind == "file" and specs["mp4"].suffixes == (".mp4", ".m4v", ".mov")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,9 +20,14 @@ from lipkit.pipeline.length import source_indices
 
 pytestmark = pytest.mark.slow
 
+# the output file, the --json result, LIPKIT_HOME and the finished process
+CliRun = tuple[Path, dict[str, Any], Path, subprocess.CompletedProcess[str]]
+
 
 @pytest.fixture(scope="module")
-def cli_run(tmp_path_factory: pytest.TempPathFactory, sample_face: Path, sample_speech: Path):
+def cli_run(
+    tmp_path_factory: pytest.TempPathFactory, sample_face: Path, sample_speech: Path
+) -> CliRun:
     """One real `lipkit run` of the sample media, shared by the checks below."""
     root = tmp_path_factory.mktemp("e2e")
     home = root / "home"
@@ -32,7 +39,7 @@ def cli_run(tmp_path_factory: pytest.TempPathFactory, sample_face: Path, sample_
     return out, json.loads(proc.stdout), home, proc
 
 
-def test_output_has_the_length_of_the_speech(cli_run, sample_speech: Path) -> None:
+def test_output_has_the_length_of_the_speech(cli_run: CliRun, sample_speech: Path) -> None:
     out, result, _, _ = cli_run
     frames, _ = decode_video(out)
     speech = audio_seconds(sample_speech)
@@ -44,14 +51,14 @@ def test_output_has_the_length_of_the_speech(cli_run, sample_speech: Path) -> No
     assert "h264" in info and "yuv420p" in info and "aac" in info
 
 
-def test_preview_is_announced_honestly(cli_run) -> None:
+def test_preview_is_announced_honestly(cli_run: CliRun) -> None:
     _, result, _, proc = cli_run
     assert result["plan"]["stages"][4]["implementation"] == "preview"
     assert "not a lip-sync model" in proc.stderr
 
 
 def test_pixels_outside_the_faces_are_unchanged_and_the_mouth_moves(
-    cli_run, sample_face: Path
+    cli_run: CliRun, sample_face: Path
 ) -> None:
     out, result, home, _ = cli_run
     produced, _ = decode_video(out)

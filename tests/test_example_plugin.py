@@ -83,7 +83,7 @@ def test_cli_lists_it_and_the_builtins_with_all() -> None:
     assert "example-tint" in proc.stdout and "haar" not in proc.stdout
     every = run_cli("plugins", "--all", "--json")
     names = {p["name"] for p in json.loads(every.stdout)}
-    assert {"example", "preview", "haar", "mel", "mp4", "device", "memory"} <= names
+    assert {"example", "preview", "haar", "mel", "mp4", "device", "auto"} <= names
 
 
 def test_allow_list_hides_it() -> None:

@@ -88,7 +88,10 @@ def test_blank_and_noise_have_no_face() -> None:
 def test_translation_moves_the_box(shift: tuple[int, int]) -> None:
     dx, dy = shift
     moved = cv2.warpAffine(
-        PHOTO, np.float32([[1, 0, dx], [0, 1, dy]]), (512, 512), borderMode=cv2.BORDER_REPLICATE
+        PHOTO,
+        np.array([[1, 0, dx], [0, 1, dy]], np.float32),
+        (512, 512),
+        borderMode=cv2.BORDER_REPLICATE,
     )
     a, b = session().detect(PHOTO[None])[0], session().detect(moved[None])[0]
     assert a is not None and b is not None
@@ -184,6 +187,8 @@ def test_a_missing_cascade_is_a_plugin_error(
 def test_the_cascade_is_found_where_detector_checkpoint_points(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import cv2.data  # cv2's stubs know the wheel's data folder once it is imported
+
     shipped = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
     monkeypatch.setattr(haar_files, "cascade_folders", lambda: [tmp_path / "nothing-here"])
     (tmp_path / "mine").mkdir()

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from lipkit.config import FaceSettings
 from lipkit.errors import ConfigError
-from lipkit.face.track import FaceTrack, build_track, fixed_track, rescale_detections
+from lipkit.face.track import FaceTrack, build_track, fixed_track
 from lipkit.interfaces import Detection
 
 SIZE = (640, 480)
@@ -189,15 +189,6 @@ def test_bad_arguments_are_rejected() -> None:
         build_track(np.array([5]), [None], 5, SIZE, face)
     with pytest.raises(ValueError):
         build_track(np.array([0]), [None], 1, (0, 10), face)
-
-
-def test_rescale_detections() -> None:
-    d = Detection(np.array([10, 20, 30, 40], np.float32), 0.5, np.ones((2, 2), np.float32))
-    a, b = rescale_detections([d, None], 2.0, 3.0)
-    assert b is None and a is not None and a.score == 0.5
-    np.testing.assert_allclose(a.box, [20, 60, 60, 120])
-    assert a.landmarks is not None
-    np.testing.assert_allclose(a.landmarks, [[2, 3], [2, 3]])
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:

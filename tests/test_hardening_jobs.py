@@ -7,13 +7,17 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+from cli_helpers import lipkit as run_cli
 
 import lipkit
 from lipkit.errors import ConfigError, InputError, MediaError, ResourceError
-from tests.cli_helpers import lipkit as run_cli
+
+if TYPE_CHECKING:
+    from lipkit.plugins import Registry
 
 
 def _no_crash(proc: subprocess.CompletedProcess[str]) -> None:
@@ -184,7 +188,7 @@ def test_api_type_errors_for_audio_output_and_config(sample_face: Path) -> None:
     with pytest.raises(ConfigError, match="^output must be"):
         lipkit.plan(sample_face, None, output=3.5)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="^config must be"):
-        lipkit.plan(sample_face, config=b"lipkit.toml")  # type: ignore[arg-type]
+        lipkit.plan(sample_face, config=b"lipkit.toml")
 
 
 def test_library_is_silent_when_the_application_never_configures_logging(
@@ -226,7 +230,7 @@ def test_cli_still_shows_its_own_log_lines(
     assert "output written" in proc.stderr
 
 
-def _recording_registry(crops: list[np.ndarray], margin_align: bool) -> object:
+def _recording_registry(crops: list[np.ndarray], margin_align: bool) -> Registry:
     """A generator that records the crops it gets, and (``margin_align``) a second box
     processor whose own framing adds a margin, as another installed detector would."""
     from types import SimpleNamespace
@@ -234,14 +238,14 @@ def _recording_registry(crops: list[np.ndarray], margin_align: bool) -> object:
 
     from lipkit import hookimpl
     from lipkit.builtins.face_haar import HaarFaceProcessor, HaarFaceSession
-    from lipkit.builtins.preview import PreviewGenerator, PreviewSession
+    from lipkit.builtins.preview import PreviewGenerator, PreviewParams, PreviewSession
     from lipkit.interfaces import Detection, GenerationBatch, GeneratorContext
     from lipkit.plugins import load_registry
     from lipkit.specs import FaceProcessorSpec, GeneratorSpec
 
     class Session(PreviewSession):
         def generate(self, batch: GenerationBatch) -> np.ndarray:
-            crops.extend(batch.crops.copy())
+            crops.extend(batch.images.copy())
             return super().generate(batch)
 
     class Recorder(PreviewGenerator):
@@ -250,6 +254,7 @@ def _recording_registry(crops: list[np.ndarray], margin_align: bool) -> object:
         )
 
         def load(self, ctx: GeneratorContext) -> Session:
+            assert isinstance(ctx.params, PreviewParams)
             return Session(ctx.params)
 
     class MarginSession(HaarFaceSession):
@@ -286,8 +291,9 @@ def _recording_registry(crops: list[np.ndarray], margin_align: bool) -> object:
 def test_a_fixed_face_box_is_the_crop_as_given_whatever_the_detector(
     sample_face: Path, sample_speech: Path, detector: str
 ) -> None:
+    from cli_helpers import decode_video
+
     from lipkit.face import warp
-    from tests.cli_helpers import decode_video
 
     box = (100, 90, 260, 250)
     crops: list[np.ndarray] = []

@@ -54,7 +54,9 @@ def test_no_absolute_path_or_flag_survives(
     assert "--" not in out and f"<{'-'.join(flag)}>" in out and "x.pth" in out
 
 
-def test_the_service_says_it_in_request_fields(tmp_path: Path, sample_portrait, sample_speech):
+def test_the_service_says_it_in_request_fields(
+    tmp_path: Path, sample_portrait: Path, sample_speech: Path
+) -> None:
     from test_service import serve, submit
 
     from lipkit.service.models import ServiceConfig

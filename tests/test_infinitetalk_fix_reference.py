@@ -27,6 +27,7 @@ from pydantic import ValidationError
 import lipkit
 from lipkit.media.audio import load_audio
 from lipkit.plugins import load_registry
+from lipkit.specs import LengthPolicy
 
 FRAMES = 88  # two windows: frames 0..80, then 71..87 of which 81..87 are new
 
@@ -99,11 +100,11 @@ def test_reference_frame_is_the_window_start(
     assert (last.start, last.new_start) == (71, 81)
     assert len(spy.batches) == len(spy.clip_images) == 2
     # the input frames as the pipeline framed them: window 0's batch holds frames 0..80
-    framed = spy.batches[0].crops
+    framed = spy.batches[0].images
     assert np.array_equal(spy.clip_images[0], framed[first.reference_frame])
     assert np.array_equal(spy.clip_images[1], framed[last.reference_frame])
     # the frame the old code used (the first new frame, 10 frames later) is a different picture
-    assert not np.array_equal(spy.batches[1].crops[0], framed[last.reference_frame])
+    assert not np.array_equal(spy.batches[1].images[0], framed[last.reference_frame])
     # colour_target="window" (the default): matched to each window's own reference frame
     assert np.array_equal(spy.colour_targets[1], framed[last.reference_frame])
 
@@ -119,7 +120,7 @@ def test_colour_target_first_is_the_first_input_frame(
     spy = _Spy(monkeypatch)
     audio = _speech(tmp_path, sample_speech, FRAMES)
     _run(sample_face, audio, models, registry, colour_target="first")
-    framed = spy.batches[0].crops
+    framed = spy.batches[0].images
     assert len(spy.colour_targets) == 2
     for target in spy.colour_targets:
         assert np.array_equal(target, framed[0])
@@ -161,7 +162,7 @@ def test_video_input_resumes_bit_identically(
 
 
 @pytest.mark.parametrize("policy", ["loop", "pingpong", "freeze"])
-def test_framed_source_gives_the_pipelines_frames(sample_face: Path, policy: str) -> None:
+def test_framed_source_gives_the_pipelines_frames(sample_face: Path, policy: LengthPolicy) -> None:
     """``batch.source`` (core ``FramedSource``) serves the pixels the pipeline frames for the
     same output frames, past the end of the video too, in any order, from its small cache."""
     from lipkit.media.probe import probe_media

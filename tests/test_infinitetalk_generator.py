@@ -30,6 +30,7 @@ from media_fixtures import make_video
 
 import lipkit
 from lipkit.errors import ConfigError
+from lipkit.interfaces import AudioFeatures
 from lipkit.media.audio import load_audio
 from lipkit.plugins import load_registry
 
@@ -370,7 +371,7 @@ def test_offloaded_sessions_give_the_same_frames(
     assert window.frames == 9
 
 
-class _Silence:
+class _Silence(AudioFeatures):
     """Audio features: a fixed random pattern per frame (shape of the tiny wav2vec2)."""
 
     def __init__(self, num_frames: int) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKLWan
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
 from lipkit_infinitetalk.vae import (
     LATENTS_MEAN,
     LATENTS_STD,

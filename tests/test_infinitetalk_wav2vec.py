@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lipkit_infinitetalk.wav2vec import (
     Wav2Vec2AudioEncoder,
+    Wav2VecFeatures,
     Wav2VecParams,
     frame_rows,
     load_wav2vec2,
@@ -27,7 +29,10 @@ from safetensors.torch import load_file, save_file
 from lipkit.errors import InputError, ModelError
 from lipkit.specs import DeviceInfo
 
-transformers = pytest.importorskip("transformers")
+if TYPE_CHECKING:
+    import transformers
+else:
+    transformers = pytest.importorskip("transformers")
 pyloudnorm = pytest.importorskip("pyloudnorm")
 
 RATE = 16000
@@ -64,7 +69,9 @@ def speech(seconds: float, seed: int = 0) -> np.ndarray:
     return (0.2 * tone + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
 
 
-def reference_states(folder: Path, audio: np.ndarray, fps: float, lufs: float = -23.0):
+def reference_states(
+    folder: Path, audio: np.ndarray, fps: float, lufs: float = -23.0
+) -> np.ndarray:
     """An independent computation: transformers' own Wav2Vec2Model.forward, with the CNN output
     interpolated to the frame count by a hook (what InfiniteTalk's subclass does), and the
     feature extractor and pyloudnorm as the reference calls them."""
@@ -78,7 +85,9 @@ def reference_states(folder: Path, audio: np.ndarray, fps: float, lufs: float = 
     ).input_values
     seq_len = int(len(audio) / RATE * fps)
 
-    def resize(module, inputs, output):  # [B, C, L] -> [B, C, seq_len]
+    def resize(
+        module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
+    ) -> torch.Tensor:  # [B, C, L] -> [B, C, seq_len]
         return F.interpolate(output, size=seq_len, align_corners=True, mode="linear")
 
     handle = model.feature_extractor.register_forward_hook(resize)
@@ -91,10 +100,16 @@ def reference_states(folder: Path, audio: np.ndarray, fps: float, lufs: float = 
     return stacked.transpose(0, 1).numpy()  # "b s d -> s b d": [seq_len, layers, width]
 
 
-def encode(folder: Path, audio: np.ndarray, fps: float = 25.0, frames: int | None = None, **kw):
+def encode(
+    folder: Path, audio: np.ndarray, fps: float = 25.0, frames: int | None = None, **kw: Any
+) -> Wav2VecFeatures:
     n = frames if frames is not None else sequence_length(len(audio), fps)
     params = Wav2VecParams(wav2vec_dir=folder, **kw)
-    return Wav2Vec2AudioEncoder().encode(audio, fps=fps, num_frames=n, params=params, device=CPU)
+    features = Wav2Vec2AudioEncoder().encode(
+        audio, fps=fps, num_frames=n, params=params, device=CPU
+    )
+    assert isinstance(features, Wav2VecFeatures)
+    return features
 
 
 # --- features ----------------------------------------------------------------------------------

@@ -26,8 +26,9 @@ from media_fixtures import make_image, make_video, pattern
 from lipkit.api import prepare
 from lipkit.config import FaceSettings, InputSettings, load_settings
 from lipkit.errors import ConfigError
+from lipkit.media.info import transform_info
 from lipkit.media.probe import MediaInfo, probe_media
-from lipkit.media.transform import FrameTransform, make_transform, transform_info
+from lipkit.media.transform import FrameTransform, make_transform
 from lipkit.media.video import FrameReader
 from lipkit.pipeline.faces import track_cache_path
 from lipkit.pipeline.runner import Pipeline
@@ -56,7 +57,7 @@ def plain(clips: dict[str, Path]) -> dict[str, np.ndarray]:
 
 
 def _settings(**values: object) -> InputSettings:
-    return InputSettings(**values)  # type: ignore[arg-type]
+    return InputSettings(**values)
 
 
 def _reference(frames: np.ndarray, transform: FrameTransform) -> np.ndarray:
@@ -323,7 +324,7 @@ def test_lipkit_run_writes_the_transformed_size(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "out.mp4"
-    args = [sample_face, sample_speech, "--backend", "preview", *flags]
+    args: list[str | Path] = [sample_face, sample_speech, "--backend", "preview", *flags]
     proc = run_cli("run", *args, "-o", out, "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)

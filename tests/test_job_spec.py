@@ -123,6 +123,7 @@ def test_face_processors_are_matched_to_the_generators_alignment(
     selection, _, _ = api.prepare(
         sample_portrait, sample_speech, None, backend="sized", registry=reg
     )
+    assert selection.face_processor is not None
     assert selection.face_processor.spec.name == "haar"
     with pytest.raises(ConfigError, match="'similarity' alignment"):
         api.prepare(

@@ -683,6 +683,8 @@ def test_points_from_eyes_turn_and_scale_with_the_eyes() -> None:
 
 
 def test_offline_needs_the_eye_cascades(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import cv2.data  # cv2's stubs know the wheel's data folder once it is imported
+
     shipped = Path(cv2.data.haarcascades)
     face_only = tmp_path / "face-only"
     face_only.mkdir()

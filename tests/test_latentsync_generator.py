@@ -86,9 +86,9 @@ def reference_segment(
     betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
     alphas = torch.cumprod(1.0 - betas, dim=0)
     timesteps = [i * (1000 // steps) + 1 for i in range(steps)][::-1]  # leading, offset 1
-    n = len(batch.crops)
+    n = len(batch.images)
     keep = torch.from_numpy(lower_face_mask(S)).double()
-    pixels = torch.from_numpy(batch.crops).permute(0, 3, 1, 2).double() / 127.5 - 1.0
+    pixels = torch.from_numpy(batch.images).permute(0, 3, 1, 2).double() / 127.5 - 1.0
     with torch.no_grad():
         masked = encode_frames(vae, pixels * keep, batch.frame_indices, seed, 0, 16)
         ref = encode_frames(vae, pixels, batch.frame_indices, seed, 1, 16)
@@ -109,7 +109,7 @@ def reference_segment(
             x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
         images = vae.decode(x[0].permute(1, 0, 2, 3) / 0.18215).sample
     gen = ((images / 2 + 0.5).clamp(0, 1) * 255).floor()
-    out = gen * (1 - keep) + torch.from_numpy(batch.crops).permute(0, 3, 1, 2).double() * keep
+    out = gen * (1 - keep) + torch.from_numpy(batch.images).permute(0, 3, 1, 2).double() * keep
     return out.round().permute(0, 2, 3, 1).numpy().astype(np.uint8)
 
 
@@ -133,8 +133,8 @@ def test_kept_pixels_are_the_input_and_the_mouth_is_painted(models: dict) -> Non
     batch = make_batch(6)
     out = load(models).generate(batch)
     keep = lower_face_mask(S) == 1
-    assert np.array_equal(out[:, keep], batch.crops[:, keep])
-    assert (out[:, ~keep] != batch.crops[:, ~keep]).mean() > 0.9
+    assert np.array_equal(out[:, keep], batch.images[:, keep])
+    assert (out[:, ~keep] != batch.images[:, ~keep]).mean() > 0.9
 
 
 def test_deterministic_for_a_seed_and_seed_matters(models: dict) -> None:
@@ -170,7 +170,7 @@ def test_vae_samples_per_frame_equal_in_any_grouping(models: dict) -> None:
 def test_audio_changes_the_output(models: dict) -> None:
     batch = make_batch(4)
     session = load(models)
-    silent = GenerationBatch(batch.frame_indices, batch.crops, np.zeros_like(batch.audio))
+    silent = GenerationBatch(batch.frame_indices, batch.images, np.zeros_like(batch.audio))
     assert not np.array_equal(session.generate(batch), session.generate(silent))
 
 
@@ -238,12 +238,15 @@ def test_guidance_scale_and_its_comfyui_name(models: dict) -> None:
 
 
 def test_feature_cache_skips_deep_layers_between_full_passes(models: dict) -> None:
+    from lipkit_latentsync.session import LatentSyncSession
+
     batch = make_batch(4)
     plain = load(models, inference_steps=4).generate(batch)
     same = load(models, inference_steps=4, feature_cache_interval=1).generate(batch)
     assert np.array_equal(plain, same)
 
     session = load(models, inference_steps=4, feature_cache_interval=2)
+    assert isinstance(session, LatentSyncSession)
     deep = session.unet.mid_block
     counter = _Counter()
     handle = deep.register_forward_hook(counter, with_kwargs=True)
@@ -266,7 +269,7 @@ def test_mask_image_parameter(models: dict, tmp_path: Path) -> None:
     batch = make_batch(3)
     out = load(models, mask_image=path).generate(batch)
     keep = mask > 0.999
-    assert np.array_equal(out[:, keep], batch.crops[:, keep])
+    assert np.array_equal(out[:, keep], batch.images[:, keep])
     spec = LatentSyncGenerator().job_spec(gen_params(models, mask_image=path), tmp_path)
     assert spec.mouth_region == pytest.approx((40 / 256, 160 / 256, 216 / 256, 240 / 256), abs=0.02)
     cv2.imwrite(str(path), np.full((32, 32), 255, np.uint8))

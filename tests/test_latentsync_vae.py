@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from lipkit_latentsync.scheduler import PINNED_DEFAULTS, REFERENCE_CONFIG, make_scheduler
 from lipkit_latentsync.vae import (
     SCALING_FACTOR,

@@ -289,7 +289,7 @@ def test_frame_windows_are_the_reference_tokens_in_frame_major_order(
     )
     states = reference_states(encoder_state(small_ckpt), window_input(numpy_log_mel(speech), 0), 4)
     n = len(speech) // 320
-    assert feats.num_features == n  # type: ignore[attr-defined]
+    assert feats.num_features == n
     frames = np.array([0, 1, 2, n_frames // 2, n_frames - 2, n_frames - 1, 7, 0])
     got = feats.window(frames)
     assert got.shape == (len(frames), 30, 64) and got.dtype == np.float32
@@ -383,8 +383,8 @@ def test_no_glitch_at_30_s_unlike_the_reference_restart(
     ours = SmallWhisper().encode(
         track, fps=25.0, num_frames=45 * 25, params=small_params(small_path), device=cpu
     )
-    assert [w.start for w in ours.windows] == [0, 750]  # type: ignore[attr-defined]
-    got = ours.rows(around)  # type: ignore[attr-defined]
+    assert [w.start for w in ours.windows] == [0, 750]
+    got = ours.rows(around)
     assert np.abs(got - want).max() < tol
 
     naive = SmallWhisper().encode(
@@ -394,7 +394,7 @@ def test_no_glitch_at_30_s_unlike_the_reference_restart(
         params=small_params(small_path, audio_window_overlap_seconds=0.0),
         device=cpu,
     )
-    restarted = naive.rows(around)  # type: ignore[attr-defined]
+    restarted = naive.rows(around)
     # the restart is the reference's computation: pieces at 0 s and 30 s (zero-padded) ...
     second = reference_states(sd, window_input(logmel, 1500), heads=4)
     assert np.abs(restarted[50:] - second[:50]).max() < tol
@@ -407,8 +407,8 @@ def test_no_glitch_at_30_s_unlike_the_reference_restart(
     band = np.arange(1000, 1250)
     t = ((np.arange(250) + 0.5) / 250)[:, None, None]
     mixed = (1 - t) * first[band] + t * centred[band - 750]
-    assert np.abs(ours.rows(band) - mixed).max() < tol  # type: ignore[attr-defined]
-    assert np.abs(ours.rows(np.arange(990, 1000)) - first[990:1000]).max() < tol  # type: ignore[attr-defined]
+    assert np.abs(ours.rows(band) - mixed).max() < tol
+    assert np.abs(ours.rows(np.arange(990, 1000)) - first[990:1000]).max() < tol
     rows = reference_rows(750, 25.0, 2250)
     frame = np.concatenate([centred[j - 750] for j in rows])
     assert np.abs(ours.window(np.array([750]))[0] - frame).max() < tol

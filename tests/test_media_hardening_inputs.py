@@ -6,7 +6,9 @@ import contextlib
 import os
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_helpers import lipkit
@@ -21,7 +23,7 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="FIFOs and /dev/zero 
 
 
 @pytest.fixture
-def fifo(tmp_path: Path):
+def fifo(tmp_path: Path) -> Iterator[Path]:
     """A named pipe with no writer: opening it for reading blocks forever."""
     path = tmp_path / "stream.mp4"
     os.mkfifo(path)
@@ -31,7 +33,9 @@ def fifo(tmp_path: Path):
         os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
 
 
-def _call_with_timeout(function, *args, seconds: float = 10.0):
+def _call_with_timeout(
+    function: Callable[..., object], *args: object, seconds: float = 10.0
+) -> dict[str, BaseException | object]:
     """``function(*args)`` in a thread; fail the test (instead of hanging) if it blocks."""
     outcome: dict[str, BaseException | object] = {}
 
@@ -49,7 +53,7 @@ def _call_with_timeout(function, *args, seconds: float = 10.0):
 
 
 @pytest.mark.parametrize("reader", [probe_media, probe_audio, load_audio, check_input_file])
-def test_a_fifo_is_refused_without_opening_it(fifo: Path, reader) -> None:
+def test_a_fifo_is_refused_without_opening_it(fifo: Path, reader: Callable[[Path], Any]) -> None:
     outcome = _call_with_timeout(reader, fifo)
     error = outcome.get("error")
     assert isinstance(error, InputError), outcome
@@ -59,7 +63,7 @@ def test_a_fifo_is_refused_without_opening_it(fifo: Path, reader) -> None:
 
 
 @pytest.mark.parametrize("reader", [probe_media, probe_audio])
-def test_a_character_device_is_refused(reader) -> None:
+def test_a_character_device_is_refused(reader: Callable[[Path], Any]) -> None:
     outcome = _call_with_timeout(reader, Path("/dev/zero"))
     error = outcome.get("error")
     assert isinstance(error, InputError), outcome

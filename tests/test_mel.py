@@ -338,6 +338,7 @@ def test_step_multiplier_keeps_windows_on_the_timeline() -> None:
     )
     assert not np.allclose(wide[-5:], wide[-1])  # the last frames do not freeze on one window
     # twice the span: column k of the wide window is column 2k - 7.5 of the plain one
+    assert isinstance(plain, MelFeatures)
     mel = plain.mel
     start = int(30 * 80 / 25)
     np.testing.assert_allclose(wide[30, :, 0], 0.5 * (mel[:, start - 8] + mel[:, start - 7]))

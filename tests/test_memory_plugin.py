@@ -177,8 +177,8 @@ def test_fault_injection_recovers_to_the_output_of_a_smaller_batch(
 
     class Limited(PreviewSession):
         def generate(self, batch: GenerationBatch) -> np.ndarray:
-            if len(batch.crops) > 6:
-                raise oom(f"CUDA out of memory: {len(batch.crops)} frames")
+            if len(batch.images) > 6:
+                raise oom(f"CUDA out of memory: {len(batch.images)} frames")
             return super().generate(batch)
 
     def run(batch: int) -> Any:
@@ -252,7 +252,9 @@ def test_a_cpu_budget_is_honoured_and_one_too_small_fails_first(
 
     checkpoint = save_published(random_state_dict(1), tmp_path / "w.pth", module_prefix=False)
     budget = 1200 * MIB
-    common = ["-b", "wav2lip", "--checkpoint", checkpoint, "--memory-policy", "measured"]
+    common: list[str | Path] = [
+        "-b", "wav2lip", "--checkpoint", checkpoint, "--memory-policy", "measured"
+    ]  # fmt: skip
     out = tmp_path / "out.mp4"
     proc = run_cli(
         "run", sample_face, sample_speech, "-o", out, *common, "--memory-budget", "1200MB",
@@ -294,7 +296,7 @@ def test_spilled_frames_equal_frames_in_memory(
         memory_settings={"policy": "measured"}, **common,
     )  # fmt: skip
     plain = lipkit.sync(sample_face, sample_speech, None, **common)
-    assert isinstance(spilled.frames, np.memmap)
+    assert isinstance(spilled.frames, np.memmap) and plain.frames is not None
     assert spilled.frames.shape == plain.frames.shape == (150, 360, 360, 3)
     np.testing.assert_array_equal(spilled.frames, plain.frames)
     assert not list((lipkit_home / "jobs").glob("frames-*.npy"))  # unlinked once mapped

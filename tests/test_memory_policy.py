@@ -24,7 +24,7 @@ def device(kind: str = "cuda", gib: float = 8, bf16: bool = True) -> DeviceInfo:
     total = int(gib * GIB)
     return DeviceInfo(
         id="cuda:0" if kind == "cuda" else kind,
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         name=f"sim {kind} {gib} GiB",
         total_memory=total,
         free_memory=total,
@@ -38,7 +38,7 @@ def request(**kw: object) -> MemoryRequest:
         device=device(), generator=GEN, frame_width=1280, frame_height=720, num_frames=6000
     )
     base.update(kw)
-    return MemoryRequest(**base)  # type: ignore[arg-type]
+    return MemoryRequest(**base)
 
 
 @pytest.mark.parametrize("gib", [8, 12, 16, 24, 40, 80])

@@ -4,25 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 
 import lipkit
 from lipkit import hookimpl
-from lipkit.builtins.preview import PreviewGenerator, PreviewSession
+from lipkit.builtins.preview import PreviewGenerator, PreviewParams, PreviewSession
 from lipkit.errors import ResourceError
 from lipkit.interfaces import GenerationBatch, GeneratorContext, GeneratorSession
-from lipkit.plugins import load_registry
+from lipkit.plugins import Registry, load_registry
 from lipkit.specs import GeneratorSpec
 
 
-def make_registry(limit: int, error: type[BaseException]) -> object:
+def make_registry(limit: int, error: type[BaseException]) -> Registry:
     class Session(PreviewSession):
         def generate(self, batch: GenerationBatch) -> np.ndarray:
-            if len(batch.crops) > limit:
-                raise error(f"out of memory: {len(batch.crops)} > {limit}")
+            if len(batch.images) > limit:
+                raise error(f"out of memory: {len(batch.images)} > {limit}")
             return super().generate(batch)
 
     class Picky(PreviewGenerator):
@@ -31,6 +31,7 @@ def make_registry(limit: int, error: type[BaseException]) -> object:
         )
 
         def load(self, ctx: GeneratorContext) -> GeneratorSession:
+            assert isinstance(ctx.params, PreviewParams)
             return Session(ctx.params)
 
     @hookimpl
@@ -51,7 +52,7 @@ def test_batch_shrinks_and_output_is_unchanged(
 ) -> None:
     exc = torch_oom() if error == "torch" else error
     assert not isinstance(exc, str)
-    common = dict(backend="picky", length_policy="trim", output=None)
+    common: dict[str, Any] = dict(backend="picky", length_policy="trim", output=None)
     recovered = lipkit.sync(
         sample_face, sample_speech, registry=make_registry(5, exc),
         memory_settings={"batch_size": 32, "chunk_frames": 32}, **common,

@@ -39,7 +39,11 @@ BOX_TOLERANCE = 2  # pixels: the two evaluators round differently; on these imag
 @pytest.fixture(scope="module")
 def cascades() -> Path:
     """A folder with OpenCV's cascade files (the 4.x install's, under OpenCV 5)."""
-    folder = os.environ.get("LIPKIT_OPENCV5_CASCADES") or getattr(cv2.data, "haarcascades", "")
+    folder = os.environ.get("LIPKIT_OPENCV5_CASCADES")
+    if not folder:
+        import cv2.data  # cv2's stubs know the wheel's data folder once it is imported
+
+        folder = getattr(cv2.data, "haarcascades", "")
     path = Path(folder)
     if not (path / CASCADE_FILE).is_file():
         pytest.fail(f"no {CASCADE_FILE} in {path}: set LIPKIT_OPENCV5_CASCADES")
@@ -113,7 +117,9 @@ def test_the_detector_is_opencvs_classifier_or_the_numpy_one(
 def test_haar_finds_the_portrait_face_without_the_classifier(
     cascades: Path, opencv5: None, sample_portrait: Path
 ) -> None:
-    rgb = cv2.cvtColor(cv2.imread(str(sample_portrait)), cv2.COLOR_BGR2RGB)
+    bgr = cv2.imread(str(sample_portrait))
+    assert bgr is not None
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     settings = FaceSettings(detector_checkpoint=cascades / CASCADE_FILE)
     session = HaarFaceProcessor().open(settings, CPU)
     (found,) = session.detect(rgb[None])
@@ -161,6 +167,7 @@ def test_a_job_runs_on_opencv5_with_the_cascade_supplied(
     )
     assert result.frames is not None and len(result.frames) == result.num_frames > 0
     portrait = cv2.imread(str(sample_portrait))
+    assert portrait is not None
     assert result.frames.shape[1:3] == portrait.shape[:2]
     changed = np.abs(result.frames.astype(np.int16) - portrait[..., ::-1]).max(axis=-1) > 2
     assert 0 < changed.any(axis=0).mean() < 0.3  # the preview moved a mouth it found
@@ -170,7 +177,9 @@ def test_latentsync_offline_finds_eyes_without_the_classifier(
     cascades: Path, opencv5: None, sample_portrait: Path
 ) -> None:
     offline = pytest.importorskip("lipkit_latentsync.face.offline")
-    rgb = cv2.cvtColor(cv2.imread(str(sample_portrait)), cv2.COLOR_BGR2RGB)
+    bgr = cv2.imread(str(sample_portrait))
+    assert bgr is not None
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     session = offline.OfflineAlignSession(FaceSettings(detector_checkpoint=cascades))
     assert all(isinstance(e, NumpyCascadeDetector) for e in session.eyes)
     (found,) = session.detect(rgb[None])

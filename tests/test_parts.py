@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,7 @@ import lipkit
 from lipkit.api import join_parts
 from lipkit.errors import ConfigError, InputError
 
-COMMON = dict(backend="preview", output_settings={"segment_seconds": 1})
+COMMON: dict[str, Any] = dict(backend="preview", output_settings={"segment_seconds": 1})
 
 
 def test_parts_join_into_the_whole_runs_file(

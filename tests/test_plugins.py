@@ -8,7 +8,7 @@ import pytest
 from lipkit.errors import PluginError
 from lipkit.plugins import load_registry, require
 
-BUILTIN_NAMES = {"device", "memory", "mel", "haar", "preview", "mp4", "frames"}
+BUILTIN_NAMES = {"device", "auto", "mel", "haar", "preview", "mp4", "frames"}
 
 
 def make_distribution(root: Path, dist: str, entry: str, module: str, source: str) -> None:
@@ -47,7 +47,7 @@ def test_builtins_register_through_entry_points() -> None:
     assert builtins == BUILTIN_NAMES
     assert all(p.error is None for p in reg.plugins), [p.error for p in reg.plugins]
     assert "preview" in reg.generators and "mel" in reg.audio_encoders
-    assert "haar" in reg.face_processors and {"mp4", "frames"} <= set(reg.encoders)
+    assert "haar" in reg.face_processors and {"mp4", "frames"} <= set(reg.output_encoders)
     assert "auto" in reg.memory_policies
     assert any(d.kind == "cpu" for d in reg.devices())
     assert reg.owner("generator", "preview").distribution == "lipkit"

@@ -45,7 +45,7 @@ def windows(levels: list[float]) -> np.ndarray:
 
 def run(crops: np.ndarray, audio: np.ndarray, **params: float) -> np.ndarray:
     session = PreviewSession(PreviewParams(**params))
-    batch = GenerationBatch(frame_indices=np.arange(len(crops)), crops=crops, audio=audio)
+    batch = GenerationBatch(frame_indices=np.arange(len(crops)), images=crops, audio=audio)
     return session.generate(batch)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from types import SimpleNamespace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -21,7 +21,7 @@ class DriftSession(GeneratorSession):
 
     def generate(self, batch: GenerationBatch) -> np.ndarray:
         carry = 0 if batch.history is None else int(batch.history.mean()) % 13
-        return np.clip(batch.crops.astype(np.int16) + carry, 0, 255).astype(np.uint8)
+        return np.clip(batch.images.astype(np.int16) + carry, 0, 255).astype(np.uint8)
 
 
 class Drift(Generator):
@@ -49,7 +49,7 @@ def forget_after_segment_1(job: Path) -> None:
 
 def test_history_survives_a_resume(tmp_path: Path, sample_face: Path, sample_speech: Path) -> None:
     registry = load_registry(extra=[SimpleNamespace(lipkit_generators=lipkit_generators)])
-    settings = dict(
+    settings: dict[str, Any] = dict(
         backend="drift",
         keep_work=True,
         work_dir=tmp_path / "work",

@@ -42,6 +42,8 @@ def video_frames(path: Path) -> tuple[dict, Iterator[np.ndarray]]:
 @pytest.fixture(scope="module")
 def cascade() -> cv2.CascadeClassifier:
     """OpenCV's frontal-face Haar cascade, shipped in the opencv wheel."""
+    import cv2.data  # cv2's stubs know the wheel's data folder once it is imported
+
     found = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
     assert not found.empty()
     return found

@@ -58,7 +58,15 @@ def serve(config: ServiceConfig, **kwargs: Any) -> Iterator[str]:
         assert not thread.is_alive()
 
 
-def submit(base: str, face: Path, audio: Path, *, names=None, headers=None, **fields) -> Any:
+def submit(
+    base: str,
+    face: Path,
+    audio: Path,
+    *,
+    names: tuple[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    **fields: str,
+) -> Any:
     face_name, audio_name = names or (face.name, audio.name)
     with face.open("rb") as f, audio.open("rb") as a:
         return httpx.post(
@@ -104,7 +112,7 @@ class Gate:
         self.at = at
         self.reached = threading.Event()
         self.release = threading.Event()
-        self.calls: list[Path] = []
+        self.calls: list[str] = []  # the jobs' ids (their work folders' names)
 
     def __call__(self, face: Path, audio: Path, output: Path, **kwargs: Any) -> Any:
         self.calls.append(Path(face).parent.name)
@@ -122,7 +130,9 @@ class Gate:
 # --------------------------------------------------------------------------- tests
 
 
-def test_submit_poll_fetch_openapi(tmp_path, sample_portrait, sample_speech):
+def test_submit_poll_fetch_openapi(
+    tmp_path: Path, sample_portrait: Path, sample_speech: Path
+) -> None:
     state = tmp_path / "state"
     config = ServiceConfig(state_dir=state)
     with serve(config) as base:
@@ -157,7 +167,9 @@ def test_submit_poll_fetch_openapi(tmp_path, sample_portrait, sample_speech):
     assert not (state / "jobs" / job_id).exists()  # inputs cleaned up
 
 
-def test_api_key_and_limits(tmp_path, sample_face, sample_portrait, sample_speech):
+def test_api_key_and_limits(
+    tmp_path: Path, sample_face: Path, sample_portrait: Path, sample_speech: Path
+) -> None:
     config = ServiceConfig(
         state_dir=tmp_path / "state",
         api_key="s3cret",
@@ -213,7 +225,9 @@ def test_api_key_and_limits(tmp_path, sample_face, sample_portrait, sample_speec
         assert reply.status_code == 422 and "limit is 5" in reply.json()["detail"]["message"]
 
 
-def test_cancel_queued_and_running(tmp_path, sample_portrait, sample_speech):
+def test_cancel_queued_and_running(
+    tmp_path: Path, sample_portrait: Path, sample_speech: Path
+) -> None:
     gate = Gate(at=1)
     settings = fast_settings(memory={"chunk_frames": 16})
     with serve(ServiceConfig(state_dir=tmp_path / "s"), sync=gate, settings=settings) as base:
@@ -238,7 +252,9 @@ def test_cancel_queued_and_running(tmp_path, sample_portrait, sample_speech):
     assert not (tmp_path / "s" / "work" / running).exists()
 
 
-def test_restart_keeps_and_resumes_jobs(tmp_path, sample_portrait, sample_speech):
+def test_restart_keeps_and_resumes_jobs(
+    tmp_path: Path, sample_portrait: Path, sample_speech: Path
+) -> None:
     """Stop the server with one job mid-way and one queued; the next start finishes both,
     the first from its finished segments."""
     state = tmp_path / "state"
@@ -251,7 +267,9 @@ def test_restart_keeps_and_resumes_jobs(tmp_path, sample_portrait, sample_speech
         assert gate.reached.wait(30)
         threading.Timer(0.3, gate.release.set).start()  # after the shutdown has begun
     store = JobStore(state / "jobs.sqlite3")
-    assert [store.get(first).status, store.get(second).status] == ["queued", "queued"]
+    first_record, second_record = store.get(first), store.get(second)
+    assert first_record is not None and second_record is not None
+    assert [first_record.status, second_record.status] == ["queued", "queued"]
     store.close()
     assert gate.calls == [first]
 
@@ -266,7 +284,7 @@ def test_restart_keeps_and_resumes_jobs(tmp_path, sample_portrait, sample_speech
 
 
 @pytest.fixture
-def file_server(tmp_path) -> Iterator[str]:
+def file_server(tmp_path: Path) -> Iterator[str]:
     media = Path(__file__).parent / "media"
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(media))
     handler.log_message = lambda *a: None  # type: ignore[attr-defined]
@@ -278,7 +296,7 @@ def file_server(tmp_path) -> Iterator[str]:
     httpd.server_close()
 
 
-def test_url_inputs(tmp_path, file_server, sample_speech):
+def test_url_inputs(tmp_path: Path, file_server: str, sample_speech: Path) -> None:
     config = ServiceConfig(
         state_dir=tmp_path / "state", allow_private_urls=True, url_max_bytes=200_000
     )
@@ -313,7 +331,9 @@ def test_url_inputs(tmp_path, file_server, sample_speech):
         check_video(httpx.get(info["result_url"], timeout=30).content, tmp_path, sample_speech)
 
 
-def test_s3_storage_presigned_url(tmp_path, monkeypatch, sample_portrait, sample_speech):
+def test_s3_storage_presigned_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sample_portrait: Path, sample_speech: Path
+) -> None:
     boto3 = pytest.importorskip("boto3")
     moto_server = pytest.importorskip("moto.server")
     with socket.socket() as s:
@@ -351,7 +371,7 @@ def test_s3_storage_presigned_url(tmp_path, monkeypatch, sample_portrait, sample
         moto.stop()
 
 
-def test_store_recovers_jobs_a_crash_left_running(tmp_path):
+def test_store_recovers_jobs_a_crash_left_running(tmp_path: Path) -> None:
     """A killed server leaves jobs 'running': the next start queues them again, oldest first,
     and a running job whose cancel was asked for ends cancelled."""
     from lipkit.service.models import JobOptions, JobRecord
@@ -375,6 +395,7 @@ def test_store_recovers_jobs_a_crash_left_running(tmp_path):
     store.close()
     store = JobStore(tmp_path / "jobs.sqlite3")
     assert store.recover() == [f"{0:032x}", f"{1:032x}"]
-    assert store.get(f"{2:032x}").status == "cancelled"
-    assert store.get(f"{3:032x}").status == "done"
+    cancelled, done = store.get(f"{2:032x}"), store.get(f"{3:032x}")
+    assert cancelled is not None and cancelled.status == "cancelled"
+    assert done is not None and done.status == "done"
     store.close()

@@ -54,7 +54,9 @@ def test_args_keep_the_quality_setting() -> None:
     nvenc = video_args(OutputSettings(crf=21, x264_preset="veryfast", video_encoder="h264_nvenc"))
     assert nvenc[nvenc.index("-cq") + 1] == "21" and nvenc[nvenc.index("-preset") + 1] == "p2"
     assert nvenc[nvenc.index("-bf") + 1] == "0"  # segments join exactly (see the writer)
-    assert set(NVENC_PRESETS) == set(OutputSettings.model_fields["x264_preset"].annotation.__args__)
+    presets = OutputSettings.model_fields["x264_preset"].annotation
+    assert presets is not None
+    assert set(NVENC_PRESETS) == set(presets.__args__)
 
 
 def test_cli_asks_for_nvenc(tmp_path: Path, sample_face: Path, sample_speech: Path) -> None:

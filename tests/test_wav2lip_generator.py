@@ -33,7 +33,7 @@ from wav2lip_helpers import (
 
 from lipkit.errors import ModelError
 from lipkit.interfaces import GenerationBatch, GeneratorContext
-from lipkit.specs import DeviceInfo
+from lipkit.specs import DeviceInfo, Precision
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +47,11 @@ def published(tmp_path_factory: pytest.TempPathFactory, state: dict[str, torch.T
     return save_published(state, path, module_prefix=True)
 
 
-def _session(path: Path, device: DeviceInfo, precision: str = "fp32", **params: Any) -> Any:
+def _session(path: Path, device: DeviceInfo, precision: Precision = "fp32", **params: Any) -> Any:
     gen = Wav2LipGenerator()
     ctx = GeneratorContext(
         device, precision, Wav2LipParams(checkpoint=path, **params), path.parent, 8, 0
-    )  # type: ignore[arg-type]
+    )
     return gen.load(ctx)
 
 

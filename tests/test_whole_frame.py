@@ -1,6 +1,6 @@
 """Whole-frame generators with fixed batches and a fixed frame rate, through the real pipeline.
 
-A small fake backend declares ``frame_size`` (it renders 32 x 48 frames), ``frame_batches``
+A small fake backend declares ``whole_frame_size`` (it renders 32 x 48 frames), ``frame_batches``
 (irregular windows), ``history_frames`` and ``fps``; the tests check what the pipeline hands it
 and what comes out. InfiniteTalk is the real user of all this (test_infinitetalk_generator.py).
 """
@@ -36,7 +36,7 @@ class Recorder(GeneratorSession):
             raise MemoryError("fake out of memory")
         Recorder.seen.append(batch)
         carry = 0 if batch.history is None else int(batch.history.mean()) % 7
-        return np.clip(batch.crops.astype(np.int16) // 2 + carry, 0, 255).astype(np.uint8)
+        return np.clip(batch.images.astype(np.int16) // 2 + carry, 0, 255).astype(np.uint8)
 
 
 class Whole(Generator):
@@ -51,7 +51,7 @@ class Whole(Generator):
     )
     bounds: ClassVar[Any] = None
 
-    def frame_size(self, params: Any, width: int, height: int) -> tuple[int, int]:
+    def whole_frame_size(self, params: Any, width: int, height: int) -> tuple[int, int]:
         return SIZE
 
     def frame_batches(self, params: Any, num_frames: int) -> list[tuple[int, int]]:
@@ -92,7 +92,7 @@ def test_frames_batches_and_rate(registry: Any, sample_portrait: Path, sample_sp
         expected
     )
     for i, batch in enumerate(Recorder.seen):
-        assert batch.crops.shape[1:] == (48, 32, 3)
+        assert batch.images.shape[1:] == (48, 32, 3)
         assert batch.features is not None and batch.features.num_frames == n
         assert (batch.history is None) == (i == 0)
         if i:

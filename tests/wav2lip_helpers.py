@@ -124,6 +124,7 @@ def random_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
             fan_in = module.weight[0].numel()
             if isinstance(module, torch.nn.ConvTranspose2d):
                 fan_in = module.weight.shape[0] * module.weight[0, 0].numel()
+            assert module.bias is not None  # every convolution of Wav2Lip has one
             with torch.no_grad():
                 module.weight.normal_(0.0, (2.0 / fan_in) ** 0.5, generator=gen)
                 module.bias.normal_(0.0, 0.05, generator=gen)

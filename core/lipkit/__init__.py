@@ -11,6 +11,8 @@ declarations in :mod:`lipkit.specs`; see :mod:`lipkit.hookspecs` for the contrac
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from lipkit.errors import (
     ConfigError,
     InputError,
@@ -25,6 +27,10 @@ from lipkit.errors import (
 from lipkit.hookspecs import hookimpl
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # type checkers see the lazily imported API as it is
+    from lipkit.api import plan, prepare, sync
+    from lipkit.pipeline.progress import Progress
 
 
 def __getattr__(name: str) -> object:

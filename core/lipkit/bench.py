@@ -6,99 +6,58 @@ the other stages behind it (end-to-end frames/s close to the slowest stage's).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-import psutil
-from pydantic import BaseModel
 
 from lipkit.api import prepare
+from lipkit.bench_report import BenchReport, StageBench, timed
+from lipkit.bench_report import end_to_end as run_end_to_end
+from lipkit.bench_report import format_report as format_report  # re-exported
 from lipkit.config import LipkitSettings
 from lipkit.face import warp
-from lipkit.interfaces import GenerationBatch, GeneratorContext, StreamInfo
-from lipkit.media.audio import open_audio
+from lipkit.face.track import FaceTrack
+from lipkit.interfaces import (
+    AudioFeatures,
+    Detection,
+    FaceSession,
+    GeneratorContext,
+    StreamInfo,
+)
+from lipkit.media.audio import AudioTrack, open_audio
+from lipkit.media.info import MediaInfo
 from lipkit.media.transform import cover_crop
 from lipkit.media.video_codecs import encode_settings
 from lipkit.pipeline.faces import analyse
 from lipkit.pipeline.length import source_indices
 from lipkit.pipeline.source import SourceFrames
+from lipkit.pipeline.stages import Aligner, Generation, crop_faces, decode_chunk, paste_faces
+from lipkit.pipeline.stages import encode_audio as encode_stage_audio
+from lipkit.plans import Plan
+from lipkit.resolver import Selection
+from lipkit.specs import GeneratorSpec
 
 
-class StageBench(BaseModel):
-    stage: str
-    items: int
-    seconds: float
-    items_per_second: float
-    peak_rss_bytes: int
-    note: str = ""
+@dataclass
+class _BenchJob:
+    """A prepared job and the output frames the stages are timed on."""
 
+    selection: Selection
+    settings: LipkitSettings
+    total: int  # output frames timed
+    out_idx: np.ndarray  # 0 .. total
+    chunk: int  # the plan's chunk_frames
 
-class BenchReport(BaseModel):
-    face: str
-    audio: str
-    backend: str
-    device: str
-    width: int
-    height: int
-    frames: int
-    stages: list[StageBench]
-    end_to_end: StageBench | None = None
-    slowest: str = ""
-    overlap_ratio: float | None = None
+    @property
+    def plan(self) -> Plan:
+        return self.selection.plan
 
-
-class _PeakRss:
-    """Samples this process's RSS on a thread while a stage runs."""
-
-    def __init__(self, interval: float = 0.02) -> None:
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._proc = psutil.Process()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-            self._stop.wait(self.interval)
-
-    @contextmanager
-    def measure(self) -> Iterator[None]:
-        self.peak = self._proc.memory_info().rss
-        thread = threading.Thread(target=self._loop, daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            self._stop.set()
-            thread.join()
-            self._stop.clear()
-
-
-def _timed(name: str, items: int, body: Callable[[], Any], note: str = "") -> StageBench:
-    sampler = _PeakRss()
-    with sampler.measure():
-        start = time.perf_counter()
-        body()
-        seconds = time.perf_counter() - start
-    rate = items / seconds if seconds > 0 else 0.0
-    return StageBench(
-        stage=name,
-        items=items,
-        seconds=round(seconds, 4),
-        items_per_second=round(rate, 2),
-        peak_rss_bytes=sampler.peak,
-        note=note,
-    )
+    @property
+    def info(self) -> MediaInfo:
+        return self.selection.face_info
 
 
 def run_bench(
@@ -110,75 +69,92 @@ def run_bench(
     frames: int | None = None,
     end_to_end: bool = True,
 ) -> BenchReport:
-    """Measure every stage alone on ``frames`` output frames, then optionally a full run."""
+    """Measure every stage alone on ``frames`` output frames, then optionally a full run.
+
+    Each stage runs the pipeline's own code (:mod:`lipkit.pipeline.stages`) on the job that
+    ``lipkit run`` would make of the same inputs and settings.
+    """
     selection, settings, _ = prepare(face, audio, "bench.mp4", settings=settings, params=params)
     plan = selection.plan
-    info = selection.face_info
     total = min(frames or plan.num_frames, plan.num_frames)
-    out_idx = np.arange(total, dtype=np.int64)
-    src_idx = source_indices(out_idx, info.num_frames, plan.length_policy)
-    chunk = plan.memory.chunk_frames
-    spec = selection.generator_spec
-    stages: list[StageBench] = []
+    job = _BenchJob(
+        selection, settings, total, np.arange(total, dtype=np.int64), plan.memory.chunk_frames
+    )
+    stages = [_decode_stage(job)]
+    proc = selection.face_processor
+    face_session = proc.open(settings.face, plan.device) if proc is not None else None
+    track = _faces_stage(job, face_session, stages) if face_session is not None else None
+    speech = open_audio(plan.inputs.audio_path, spill_dir=settings.work_dir or settings.jobs_dir)
+    try:
+        features = _audio_stage(job, speech, stages)
+        sample = _sample_frames(job)
+        if face_session is None:  # a whole-frame generator: frames framed to its size
+            images = _whole_frame_stage(stages, selection.generator_spec, sample, total)
+        else:
+            images = _crop_stage(job, stages, sample, track, face_session)
+        stages.append(_generate_stage(job, images, features))
+    finally:
+        speech.close()
+    shown = sample if face_session is not None else images  # what the output holds
+    stages.append(_encode_stage(job, shown))
+    report = _report(job, face, stages)
+    if end_to_end:
+        slowest = next(s for s in stages if s.stage == report.slowest)
+        e2e = run_end_to_end(face, audio, settings, params or {}, total, plan.fps)
+        report.end_to_end = e2e
+        report.overlap_ratio = round(e2e.items_per_second / slowest.items_per_second, 3)
+    return report
 
+
+def _decode_stage(job: _BenchJob) -> StageBench:
     def decode() -> None:
-        source = SourceFrames(info)
+        source = SourceFrames(job.info)
         try:
-            for a in range(0, total, chunk):
-                source.get(src_idx[a : a + chunk])
+            for a in range(0, job.total, job.chunk):
+                frames_out = job.out_idx[a : a + job.chunk]
+                decode_chunk(source, frames_out, job.info.num_frames, job.plan.length_policy)
         finally:
             source.close()
 
-    stages.append(_timed("decode", total, decode))
+    return timed("decode", job.total, decode)
 
-    proc = selection.face_processor
-    face_session = proc.open(settings.face, plan.device) if proc is not None else None
-    track_box: list[Any] = []
 
-    def faces() -> None:
-        assert face_session is not None
-        track_box.append(analyse(info, face_session, settings.face))
+def _faces_stage(job: _BenchJob, face_session: FaceSession, stages: list[StageBench]) -> FaceTrack:
+    found: list[FaceTrack] = []
+    face = job.settings.face
+    note = f"detect every {face.detect_every} frames, then track"
+    body = lambda: found.append(analyse(job.info, face_session, face))  # noqa: E731
+    stages.append(timed("faces", job.info.num_frames, body, note=note))
+    return found[0]
 
-    if face_session is not None:
-        stages.append(
-            _timed(
-                "faces",
-                info.num_frames,
-                faces,
-                note=f"detect every {settings.face.detect_every} frames, then track",
-            )
-        )
 
-    speech = open_audio(plan.inputs.audio_path, spill_dir=settings.work_dir or settings.jobs_dir)
-    features_box: list[Any] = []
+def _audio_stage(job: _BenchJob, speech: AudioTrack, stages: list[StageBench]) -> AudioFeatures:
+    found: list[AudioFeatures] = []
 
-    def audio_stage() -> None:
-        feats = selection.audio_encoder.encode(
-            speech,
-            fps=plan.fps,
-            num_frames=plan.num_frames,
-            params=selection.audio_params,
-            device=plan.device,
-        )
-        for a in range(0, total, chunk):
-            feats.window(out_idx[a : a + chunk])
-        features_box.append(feats)
+    def encode_audio() -> None:
+        feats = encode_stage_audio(job.selection, speech)
+        for a in range(0, job.total, job.chunk):
+            feats.window(job.out_idx[a : a + job.chunk])
+        found.append(feats)
 
-    stages.append(_timed("audio", total, audio_stage))
-    features = features_box[0]
+    stages.append(timed("audio", job.total, encode_audio))
+    return found[0]
 
-    # frames and crops for the compute stages: one chunk's worth, reused
-    source = SourceFrames(info)
-    sample_src = src_idx[: min(chunk, total)]
-    sample = source.get(sample_src)
-    source.close()
-    if face_session is None:  # a whole-frame generator: frames framed to its size
-        crop_arr = _whole_frame_stage(stages, spec, sample, total)
-    else:
-        crop_arr = _crop_stage(
-            stages, spec, settings, sample, sample_src, track_box[0], face_session, total
-        )
 
+def _sample_frames(job: _BenchJob) -> np.ndarray:
+    """One chunk's worth of source frames, reused by the compute stages."""
+    source = SourceFrames(job.info)
+    try:
+        sample_out = job.out_idx[: min(job.chunk, job.total)]
+        return decode_chunk(source, sample_out, job.info.num_frames, job.plan.length_policy)
+    finally:
+        source.close()
+
+
+def _generate_stage(job: _BenchJob, images: np.ndarray, features: AudioFeatures) -> StageBench:
+    """The generator on ``images`` (repeated), in the plan's batches or its own fixed ones."""
+    selection, plan, settings = job.selection, job.plan, job.settings
+    spec = selection.generator_spec
     batch = plan.memory.batch_sizes["generate"]
     session = selection.generator.load(
         GeneratorContext(
@@ -192,209 +168,109 @@ def run_bench(
     )
     fixed = selection.generator.frame_batches(selection.generator_params, plan.num_frames)
     if fixed is None:
-        bounds = [(a, min(total, a + batch)) for a in range(0, total, batch)]
+        bounds = [(a, min(job.total, a + batch)) for a in range(0, job.total, batch)]
         note = f"batch {batch}"
     else:  # the backend's own batches (windows) that cover the first `total` frames
-        bounds = [(a, b) for a, b in fixed if a < total]
+        bounds = [(a, b) for a, b in fixed if a < job.total]
         note = f"{len(bounds)} fixed batches of up to {max(b - a for a, b in bounds)} frames"
-    history_len = spec.history_frames
+    generation = Generation(session, spec)
 
     def generate() -> None:
-        history = None
         for a, b in bounds:
             idx = np.arange(a, b, dtype=np.int64)
-            out = session.generate(
-                GenerationBatch(
-                    idx, crop_arr[idx % len(crop_arr)], features.window(idx), history, features
-                )
-            )
-            if history_len:
-                history = out[-history_len:]
+            frames = images[idx % len(images)]
+            generation.run(idx, frames, features.window(idx), b - a, features=features)
 
-    generated = bounds[-1][1]
-    stages.append(_timed("generate", generated, generate, note=note))
-    session.close()
-    speech.close()
+    try:
+        return timed("generate", bounds[-1][1], generate, note=note)
+    finally:
+        session.close()
 
+
+def _encode_stage(job: _BenchJob, shown: np.ndarray) -> StageBench:
+    """The output encoder on ``shown`` frames, repeated to the job's length, into one segment."""
+    selection, settings = job.selection, job.settings
+    spec = selection.generator_spec
+    output_settings = encode_settings(settings.output, job.plan.video_encoder)
+    note = f"{output_settings.video_encoder} {settings.output.x264_preset}"
     with tempfile.TemporaryDirectory(prefix="lipkit-bench-") as tmp:
-        width, height = spec.frame_size or (info.width, info.height)
-        stream = StreamInfo(width, height, plan.fps)
-        shown = sample if face_session is not None else crop_arr  # what the output holds
-        frames_rep = shown[np.resize(np.arange(len(shown)), chunk)]
-
-        output_settings = encode_settings(settings.output, plan.video_encoder)
-        video_encoder = output_settings.video_encoder
+        width, height = spec.frame_size or (job.info.width, job.info.height)
+        stream = StreamInfo(width, height, job.plan.fps)
+        frames_rep = shown[np.resize(np.arange(len(shown)), job.chunk)]
 
         def encode() -> None:
             if selection.encoder.spec.kind != "file":
                 return
             sink = selection.encoder.open_segment(Path(tmp) / "seg.mp4", stream, output_settings)
-            for a in range(0, total, chunk):
-                sink.write(frames_rep[: min(chunk, total - a)])
+            for a in range(0, job.total, job.chunk):
+                sink.write(frames_rep[: min(job.chunk, job.total - a)])
             sink.close()
 
-        stages.append(
-            _timed("encode", total, encode, note=f"{video_encoder} {settings.output.x264_preset}")
-        )
+        return timed("encode", job.total, encode, note=note)
 
-    report = BenchReport(
+
+def _report(job: _BenchJob, face: str, stages: list[StageBench]) -> BenchReport:
+    plan = job.plan
+    per_output = [s for s in stages if s.stage != "faces"]
+    return BenchReport(
         face=face,
         audio=str(plan.inputs.audio_path),
-        backend=spec.name,
+        backend=job.selection.generator_spec.name,
         device=plan.device.id,
-        width=info.width,
-        height=info.height,
-        frames=total,
+        width=job.info.width,
+        height=job.info.height,
+        frames=job.total,
         stages=stages,
+        slowest=min(per_output, key=lambda s: s.items_per_second).stage,
     )
-    per_output = [s for s in stages if s.stage != "faces"]
-    slowest = min(per_output, key=lambda s: s.items_per_second)
-    report.slowest = slowest.stage
-    if end_to_end:
-        report.end_to_end = _end_to_end(face, audio, settings, params or {}, total, plan.fps)
-        report.overlap_ratio = round(
-            report.end_to_end.items_per_second / slowest.items_per_second, 3
-        )
-    return report
-
-
-def _end_to_end(
-    face: str,
-    audio: str | None,
-    settings: LipkitSettings,
-    params: dict[str, Any],
-    total: int,
-    fps: float,
-) -> StageBench:
-    """A real `lipkit run` in a child process, fresh caches, its own peak RSS."""
-    with tempfile.TemporaryDirectory(prefix="lipkit-bench-e2e-") as tmp:
-        out = Path(tmp) / "out.mp4"
-        data = settings.model_dump(mode="json")
-        data["home"] = str(Path(tmp) / "home")
-        data["work_dir"] = None
-        config = Path(tmp) / "lipkit.toml"
-        config.write_text(_to_toml(data))
-        cmd = [sys.executable, "-m", "lipkit.cli", "run", face]
-        if audio:
-            cmd.append(audio)
-        cmd += ["-o", str(out), "--config", str(config), "--json"]
-        for key, value in params.items():
-            cmd += ["-p", f"{key}={json.dumps(value)}"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LIPKIT_")}
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        seconds = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise RuntimeError(f"end-to-end run failed: {proc.stderr.strip()}")
-        result = json.loads(proc.stdout)
-        frames = int(result["num_frames"])
-        return StageBench(
-            stage="end-to-end",
-            items=frames,
-            seconds=round(seconds, 3),
-            items_per_second=round(frames / seconds, 2),
-            peak_rss_bytes=int(result["peak_rss_bytes"]),
-            note=f"`lipkit run` in a child process (start-up and face pass included), "
-            f"{frames} frames ({frames / fps:.1f} s)",
-        )
-
-
-def _to_toml(data: dict[str, Any]) -> str:
-    """Settings dict -> TOML (flat tables only; enough for LipkitSettings)."""
-    lines: list[str] = []
-    tables: list[tuple[str, dict[str, Any]]] = []
-    for key, value in data.items():
-        if value is None:
-            continue
-        if isinstance(value, dict):
-            tables.append((key, value))
-        else:
-            lines.append(f"{key} = {json.dumps(value)}")
-    for name, table in tables:
-        nested = {k: v for k, v in table.items() if isinstance(v, dict)}
-        lines.append(f"\n[{name}]")
-        lines += [
-            f"{k} = {json.dumps(v)}" for k, v in table.items() if v is not None and k not in nested
-        ]
-        for sub, values in nested.items():
-            lines.append(f"\n[{name}.{sub}]")
-            lines += [f"{k} = {json.dumps(v)}" for k, v in values.items() if v is not None]
-    return "\n".join(lines) + "\n"
-
-
-def format_report(report: BenchReport) -> str:
-    lines = [
-        f"bench: {report.face} ({report.width}x{report.height}), {report.frames} frames, "
-        f"backend {report.backend} on {report.device}",
-        f"{'stage':<12} {'items':>7} {'seconds':>9} {'items/s':>9} {'peak RSS':>10}  note",
-    ]
-    rows = [*report.stages, *([report.end_to_end] if report.end_to_end else [])]
-    for s in rows:
-        lines.append(
-            f"{s.stage:<12} {s.items:>7} {s.seconds:>9.3f} {s.items_per_second:>9.1f} "
-            f"{s.peak_rss_bytes / 2**20:>7.0f} MiB  {s.note}"
-        )
-    lines.append(f"slowest per-frame stage: {report.slowest}")
-    if report.overlap_ratio is not None:
-        lines.append(
-            f"end-to-end / slowest stage: {report.overlap_ratio:.0%} "
-            "(100% = the other stages are fully hidden)"
-        )
-    return "\n".join(lines)
 
 
 def _crop_stage(
+    job: _BenchJob,
     stages: list[StageBench],
-    spec: Any,
-    settings: LipkitSettings,
     sample: np.ndarray,
-    sample_src: np.ndarray,
-    track: Any,
-    face_session: Any,
-    total: int,
+    track: FaceTrack | None,
+    face_session: FaceSession,
 ) -> np.ndarray:
-    """Time crop + paste-back on ``sample``; return its face crops for the generate stage."""
-    valid_rows = [r for r, s in enumerate(sample_src.tolist()) if track.valid[s]]
-    if not valid_rows:
-        valid_rows = list(range(len(sample)))
-        dets = [None] * len(sample)
-    else:
-        dets = [track.detection(int(sample_src[r])) for r in valid_rows]
+    """Time crop + paste-back on ``sample``; return its face crops for the generate stage.
+
+    Frames without a face in the track are cropped whole (so the stage always has work).
+    """
+    spec = job.selection.generator_spec
     size = spec.crop_size
-    matrices = []
-    crops = []
-    for row, det in zip(valid_rows, dets, strict=True):
-        if det is None:
-            h, w = sample.shape[1:3]
-            matrix = warp.box_affine(np.array([0, 0, w, h], np.float32), size)
-        else:
-            matrix = face_session.align(det, size)
-        matrices.append(matrix)
-        crops.append(warp.crop(sample[row], matrix, size))
+    sample_src = source_indices(
+        job.out_idx[: len(sample)], job.info.num_frames, job.plan.length_policy
+    )
+    assert track is not None
+    rows = [r for r, src in enumerate(sample_src.tolist()) if track.valid[src]]
+    align: Aligner = face_session.align
+    if rows:
+        detections = [track.detection(int(sample_src[r])) for r in rows]
+    else:
+        rows = list(range(len(sample)))
+        h, w = sample.shape[1:3]
+        whole = np.array([0, 0, w, h], np.float32)
+        detections = [Detection(box=whole) for _ in rows]
+        align = lambda det, size: warp.box_affine(det.box, size)  # noqa: E731
+    crops, matrices = crop_faces(sample, rows, cast(list[Detection], detections), align, size)
     face_session.close()
-    crop_arr = np.stack(crops)
-    n_rep = max(1, total // len(crop_arr))
+    mask = warp.region_mask(size, spec.mouth_region, job.settings.face.blend_radius)
+    n_rep = max(1, job.total // len(crops))
 
     def crop_paste() -> None:
         for _ in range(n_rep):
-            for row, matrix, crop in zip(valid_rows, matrices, crop_arr, strict=True):
-                warp.crop(sample[row], matrix, size)
-                warp.paste(
-                    sample[row],
-                    crop,
-                    matrix,
-                    region=spec.mouth_region,
-                    blend_radius=settings.face.blend_radius,
-                )
+            crop_faces(sample, rows, cast(list[Detection], detections), align, size)
+            paste_faces(sample, rows, crops, matrices, mask)
 
-    stages.append(_timed("crop+paste", n_rep * len(crop_arr), crop_paste))
-    return crop_arr
+    stages.append(timed("crop+paste", n_rep * len(crops), crop_paste))
+    return crops
 
 
 def _whole_frame_stage(
-    stages: list[StageBench], spec: Any, sample: np.ndarray, total: int
+    stages: list[StageBench], spec: GeneratorSpec, sample: np.ndarray, total: int
 ) -> np.ndarray:
     """Time framing ``sample`` to a whole-frame generator's size; return the framed frames."""
+    assert spec.frame_size is not None
     width, height = spec.frame_size
     n_rep = max(1, total // len(sample))
     out: list[np.ndarray] = []
@@ -403,5 +279,5 @@ def _whole_frame_stage(
         for _ in range(n_rep):
             out[:] = [cover_crop(sample, width, height)]
 
-    stages.append(_timed("frame fit", n_rep * len(sample), fit, note=f"{width}x{height}"))
+    stages.append(timed("frame fit", n_rep * len(sample), fit, note=f"{width}x{height}"))
     return out[0]

@@ -85,19 +85,3 @@ class JobInterrupted(LipkitError):
     """The job was interrupted; finished segments are kept and a re-run resumes."""
 
     exit_code = 130
-
-
-EXIT_CODES: dict[str, int] = {
-    cls.__name__: cls.exit_code
-    for cls in (
-        LipkitError,
-        ConfigError,
-        InputError,
-        NoFaceError,
-        ModelError,
-        ResourceError,
-        PluginError,
-        MediaError,
-        JobInterrupted,
-    )
-}

@@ -71,3 +71,11 @@ def show_on_stderr(level: int, *, colors: bool | None = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+
+
+def configure_logging(verbose: int, debug: bool) -> None:
+    """A command's log output: warnings on stderr; ``-v`` adds info, ``--debug`` everything.
+
+    The CLI calls it once; ``lipkit batch`` workers call it in each process with the same flags.
+    """
+    show_on_stderr(logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING)

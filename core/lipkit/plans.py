@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lipkit.errors import ResourceError
 from lipkit.media.transform import FrameTransform
-from lipkit.specs import DeviceInfo, GeneratorSpec, LengthPolicy, Precision, Stage
+from lipkit.specs import GIB, MIB, DeviceInfo, GeneratorSpec, LengthPolicy, Precision, Stage
 
 
 class MemoryRequest(BaseModel):
@@ -81,6 +81,8 @@ class StageChoice(BaseModel):
 
 
 class InputSummary(BaseModel):
+    """The job's inputs as the plan shows them."""
+
     face_path: Path
     face_is_still: bool
     width: int
@@ -126,6 +128,8 @@ class Plan(BaseModel):
 
 
 class StageStats(BaseModel):
+    """Seconds and items of one stage of a finished job."""
+
     seconds: float = 0.0
     items: int = 0
     batch_size: int | None = None
@@ -201,3 +205,30 @@ def choose_precision(request: MemoryRequest) -> tuple[Precision, str]:
             "PSNR on random networks (tests/bench/bench_precision.py), visibly at the low end"
         )
     return "fp32", "full precision on this device" if device.kind == "cpu" else "only fp32 fits"
+
+
+def format_bytes(nbytes: float) -> str:
+    """A size as plans and memory errors show it: ``1.50 GiB`` from a GiB up, else ``512 MiB``."""
+    return f"{nbytes / GIB:.2f} GiB" if nbytes >= GIB else f"{nbytes / MIB:.0f} MiB"
+
+
+_LOWER_MEMORY = {
+    "plan": "raise --memory-budget or memory.vram_fraction, use --memory-mode aggressive or "
+    "--precision fp16/bf16, or run on a device with more memory",
+    "run": "use --precision fp16 or bf16, a smaller --batch-size, --memory-mode conservative, "
+    "memory.cpu_fallback = true (slow but finishes), or a device with more memory",
+}
+
+
+def not_enough_memory(
+    message: str, generator: GeneratorSpec, *, when: Literal["plan", "run"] = "plan"
+) -> ResourceError:
+    """The ResourceError of a job that does not fit, with the one hint every policy shares.
+
+    ``when="plan"``: the plan found no batch that fits the budget; ``"run"``: the device ran out
+    of memory at the smallest batch. The hint starts with the backend's own advice
+    (:attr:`~lipkit.specs.GeneratorSpec.memory_hint`) and names settings as CLI flags; each
+    host (ComfyUI, the HTTP service) shows them in its own words.
+    """
+    own = f"{generator.memory_hint}; or " if generator.memory_hint else ""
+    return ResourceError(message, hint=own + _LOWER_MEMORY[when])

@@ -28,6 +28,7 @@ from typing import Any
 import pluggy
 
 from lipkit import hookspecs
+from lipkit.deprecation import deprecated
 from lipkit.errors import PluginError
 from lipkit.interfaces import (
     AudioEncoder,
@@ -45,21 +46,13 @@ GROUP = "lipkit"
 CORE_DISTRIBUTION = "lipkit"
 BUILTIN_MODULES = {
     "device": "lipkit.builtins.device",
-    "memory": "lipkit.builtins.memory",
+    "auto": "lipkit.builtins.memory",
     "mel": "lipkit.builtins.mel",
     "haar": "lipkit.builtins.face_haar",
     "preview": "lipkit.builtins.preview",
     "mp4": "lipkit.builtins.mp4",
     "frames": "lipkit.builtins.frames",
 }
-HOOKS = (
-    "lipkit_devices",
-    "lipkit_memory_policies",
-    "lipkit_audio_encoders",
-    "lipkit_face_processors",
-    "lipkit_generators",
-    "lipkit_encoders",
-)
 
 
 @dataclass
@@ -85,7 +78,7 @@ class Registry:
     audio_encoders: dict[str, AudioEncoder]
     face_processors: dict[str, FaceProcessor]
     generators: dict[str, Generator]
-    encoders: dict[str, OutputEncoder]
+    output_encoders: dict[str, OutputEncoder]
     owners: dict[tuple[str, str], PluginInfo]
     conflicts: list[str]
     warnings: list[str] = field(default_factory=list)  # allow-list names matching nothing
@@ -100,6 +93,12 @@ class Registry:
 
     def owner(self, family: str, name: str) -> PluginInfo:
         return self.owners[(family, name)]
+
+    @property
+    def encoders(self) -> dict[str, OutputEncoder]:
+        """Deprecated name of :attr:`output_encoders` (before 0.2)."""
+        deprecated("Registry.encoders", "Registry.output_encoders")
+        return self.output_encoders
 
 
 def _version_of(distribution: str) -> str:
@@ -260,7 +259,8 @@ _FAMILIES = {
     "lipkit_audio_encoders": "audio",
     "lipkit_face_processors": "face",
     "lipkit_generators": "generator",
-    "lipkit_encoders": "encoder",
+    "lipkit_output_encoders": "encoder",
+    "lipkit_encoders": "encoder",  # the deprecated name of lipkit_output_encoders
 }
 
 
@@ -301,7 +301,7 @@ def _collect(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> Registry:
         audio_encoders=families["audio"],
         face_processors=families["face"],
         generators=families["generator"],
-        encoders=families["encoder"],
+        output_encoders=families["encoder"],
         owners=owners,
         conflicts=conflicts,
     )

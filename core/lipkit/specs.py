@@ -129,7 +129,7 @@ class GeneratorSpec(_ImplementationSpec):
     frame_size: tuple[int, int] | None = Field(
         default=None,
         description="(width, height) of a whole-frame generator's frames, set per job by the "
-        "resolver from Generator.frame_size; None: a face-crop generator",
+        "resolver from Generator.whole_frame_size; None: a face-crop generator",
     )
     fps: float | None = Field(
         default=None,

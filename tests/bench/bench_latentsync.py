@@ -78,7 +78,7 @@ def main() -> None:
         first = segment * args.frames
         batch = GenerationBatch(
             frame_indices=np.arange(first, first + args.frames),
-            crops=rng.integers(0, 256, (args.frames, size, size, 3), dtype=np.uint8),
+            images=rng.integers(0, 256, (args.frames, size, size, 3), dtype=np.uint8),
             audio=rng.standard_normal((args.frames, 50, 384)).astype(np.float32),
         )
         start = time.perf_counter()

@@ -146,7 +146,7 @@ def build_model(args: argparse.Namespace, crops: np.ndarray, mels: np.ndarray) -
         loss = train(model, args.train_steps, mels, args.seed)
         print(f"trained {args.train_steps} steps, last L1 loss {loss:.4f}", file=sys.stderr)
     model = fold_batchnorm(model)
-    return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return model.to(memory_format=torch.channels_last)
 
 
 def run_precision(

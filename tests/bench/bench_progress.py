@@ -151,7 +151,9 @@ def _comfy_stand_ins(models: Path, output: Path, bar_events: list[Event], due: A
         def __init__(self, total: int) -> None:
             self.total = total
 
-        def update_absolute(self, value: int, total: int | None = None, preview: Any = None):
+        def update_absolute(
+            self, value: int, total: int | None = None, preview: Any = None
+        ) -> None:
             self.total = total or self.total
             bar_events.append((time.perf_counter(), {"phase": "bar", "done": value}))
             if due(value, self.total):  # the user presses Cancel (ComfyUI's /interrupt)
@@ -295,7 +297,8 @@ def _poll(base: str, job: str, cancel_at: float | None) -> tuple[list[Event], fl
     import httpx
 
     events: list[Event] = []
-    last_update, asked = None, None
+    last_update: object = None
+    asked: float | None = None
     while True:
         info = httpx.get(f"{base}/jobs/{job}", timeout=10).json()
         if info["updated_at"] != last_update and info["phase"]:

@@ -30,7 +30,7 @@ def main() -> None:
     folder: Path = args.folder
     folder.mkdir(parents=True, exist_ok=True)
 
-    from diffusers import AutoencoderKL
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
     from lipkit_latentsync.unet import UNet3DConditionModel, count_parameters
     from lipkit_latentsync.vae import SD_VAE_FT_MSE_CONFIG
 

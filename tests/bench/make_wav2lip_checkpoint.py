@@ -44,7 +44,9 @@ def portrait_crops(n: int, seed: int = 0) -> np.ndarray:
     for i in range(n):
         dx, dy = (int(v) for v in rng.integers(-w // 12, w // 12 + 1, size=2))
         top, left = max(0, y + dy), max(0, x + dx)
-        out[i] = cv2.resize(rgb[top : top + h, left : left + w], (CROP, CROP), cv2.INTER_AREA)
+        # the default (bilinear) resize: cv2.INTER_AREA was once passed here as the third
+        # positional argument, which is dst, so OpenCV ignored it; the checkpoint keeps bilinear
+        out[i] = cv2.resize(rgb[top : top + h, left : left + w], (CROP, CROP))
     return out
 
 

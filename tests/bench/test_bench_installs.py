@@ -198,7 +198,7 @@ def script_modules(script: Path) -> set[str]:
     """Top-level names of every module the script can import, through local helpers too."""
     local = local_modules()
     modules: set[str] = set()
-    todo = [(script, None)]
+    todo: list[tuple[Path, list[str] | None]] = [(script, None)]
     seen: set[tuple[Path, tuple[str, ...] | None]] = set()
     while todo:
         path, names = todo.pop()

@@ -78,7 +78,7 @@ def write_latentsync(folder: Path, full: bool) -> dict[str, Any]:
         params = tiny_params(folder)
         params.pop("inference_steps")
         return params
-    from diffusers import AutoencoderKL
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
     from lipkit_latentsync.unet import UNet3DConditionModel
     from lipkit_latentsync.vae import SD_VAE_FT_MSE_CONFIG
 
@@ -168,7 +168,7 @@ def write_infinitetalk_parts(folder: Path, full: bool) -> dict[str, Any]:
 
 def _write_full_parts(folder: Path) -> None:
     import transformers
-    from diffusers import AutoencoderKLWan
+    from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
     from lipkit_infinitetalk.conditioning import save_prompt_embedding
     from lipkit_infinitetalk.vae import vae_config
 

@@ -44,6 +44,7 @@ def run(name: str, report: Report, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def test_wav2lip(report: Report, tmp_path_factory: pytest.TempPathFactory) -> None:
+    assert DEVICE is not None
     figures = run("wav2lip", report, tmp_path_factory)
     assert figures["fp32"]["frames"] == round(sizes_for(DEVICE).wav2lip_compare_seconds * 25)
     half = figures["bf16" if DEVICE == "cpu" else "fp16"]

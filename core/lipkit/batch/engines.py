@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from lipkit.batch.jobs import RowResult, RowTask, failed
 from lipkit.errors import ConfigError, LipkitError
-from lipkit.logs import get_logger
+from lipkit.logs import configure_logging, get_logger
 
 log = get_logger(__name__)
 
@@ -34,6 +34,7 @@ RAY_EXTRA = "ray"
 """The extra that installs Ray: ``pip install 'lipkit[ray]'``."""
 
 _worker_logging: LogConfig | None = None
+_in_row = False  # this worker is running a row (run_task), not waiting for one
 
 
 def _configure_worker(log_config: LogConfig | None) -> None:
@@ -41,14 +42,21 @@ def _configure_worker(log_config: LogConfig | None) -> None:
     global _worker_logging
     if log_config is None or _worker_logging == log_config:
         return
-    from lipkit.cli import configure_logging
-
     configure_logging(*log_config)
     _worker_logging = log_config
 
 
 def run_task(task: RowTask, log_config: LogConfig | None = None) -> RowResult:
     """Run one row with ``lipkit.sync``; every error becomes a failed result."""
+    global _in_row
+    _in_row = True
+    try:
+        return _run_row(task, log_config)
+    finally:
+        _in_row = False
+
+
+def _run_row(task: RowTask, log_config: LogConfig | None) -> RowResult:
     _configure_worker(log_config)
     from lipkit.api import sync
 
@@ -111,7 +119,12 @@ def visible_gpus() -> list[str]:
 
 
 def _sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+    """A stopped batch: a row ends the way Ctrl-C ends it (finished segments kept); a worker
+    waiting for its next row just exits (130), without the traceback a KeyboardInterrupt in
+    the pool's own loop would print."""
+    if _in_row:
+        raise KeyboardInterrupt
+    raise SystemExit(130)
 
 
 def _init_local_worker(

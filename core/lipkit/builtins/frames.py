@@ -78,6 +78,6 @@ class FramesEncoder(OutputEncoder):
 
 
 @hookimpl
-def lipkit_encoders() -> list[OutputEncoder]:
+def lipkit_output_encoders() -> list[OutputEncoder]:
     """Offer the builtin ``frames`` encoder."""
     return [FramesEncoder()]

@@ -34,6 +34,6 @@ class Mp4Encoder(OutputEncoder):
 
 
 @hookimpl
-def lipkit_encoders() -> list[OutputEncoder]:
+def lipkit_output_encoders() -> list[OutputEncoder]:
     """Offer the builtin ``mp4`` encoder."""
     return [Mp4Encoder()]

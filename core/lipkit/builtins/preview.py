@@ -159,7 +159,7 @@ class PreviewSession(GeneratorSession):
 
     def generate(self, batch: GenerationBatch) -> np.ndarray:
         """Return the crops with mouths opened in time with the batch's mel windows."""
-        crops = np.asarray(batch.crops)
+        crops = np.asarray(batch.images)
         if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[-1] != 3:
             raise ValueError(f"crops must be uint8 [B, S, S, 3], got {crops.dtype} {crops.shape}")
         if crops.shape[1] != crops.shape[2]:

@@ -28,8 +28,8 @@ face". The rules, in order:
    the frame ``[0, w] x [0, h]``; a frame whose clamped box is empty has no face.
 
 Boxes are ``(x1, y1, x2, y2)`` in frame pixels with ``x2``/``y2`` exclusive edges. Detections
-must already be in the coordinates of ``frame_size`` (see :func:`rescale_detections`) so that the
-pads are in output pixels.
+must already be in the coordinates of ``frame_size`` (a face processor that detects on smaller
+frames maps its boxes back) so that the pads are in output pixels.
 """
 
 from __future__ import annotations
@@ -126,24 +126,6 @@ class FaceTrack:
         if landmarks is not None and landmarks.shape[0] != valid.shape[0]:
             raise ValueError(f"{path} is not a lipkit face track: inconsistent landmarks")
         return cls(boxes=boxes, valid=valid, landmarks=landmarks, frame_size=size)
-
-
-def rescale_detections(
-    detections: list[Detection | None], scale_x: float, scale_y: float
-) -> list[Detection | None]:
-    """Detections found on resized frames, mapped back: coordinates times ``scale_x/scale_y``."""
-    factors = np.array([scale_x, scale_y, scale_x, scale_y], dtype=np.float32)
-    out: list[Detection | None] = []
-    for det in detections:
-        if det is None:
-            out.append(None)
-            continue
-        landmarks = None
-        if det.landmarks is not None:
-            landmarks = np.asarray(det.landmarks, dtype=np.float32) * factors[:2]
-        box = np.asarray(det.box, dtype=np.float32) * factors
-        out.append(Detection(box=box, score=det.score, landmarks=landmarks))
-    return out
 
 
 def fixed_track(num_frames: int, frame_size: tuple[int, int], box: tuple[float, ...]) -> FaceTrack:

@@ -58,16 +58,6 @@ def crop(frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     )
 
 
-def crop_batch(
-    frames: np.ndarray, matrices: list[np.ndarray] | np.ndarray, size: int
-) -> np.ndarray:
-    """Crops of ``frames[i]`` under ``matrices[i]``: ``uint8 [B, size, size, 3]``."""
-    out = np.empty((len(frames), size, size, 3), dtype=np.uint8)
-    for i, (frame, matrix) in enumerate(zip(frames, matrices, strict=True)):
-        out[i] = crop(frame, matrix, size)
-    return out
-
-
 def region_mask(size: int, region: Region = FULL, radius: int = 0) -> np.ndarray:
     """Blend weights ``float32 [size, size]`` for ``region`` of a crop, feathered by ``radius``.
 
@@ -183,28 +173,4 @@ def paste(
     roi = out[y0:y1, x0:x1]
     # (roi * (1 - a) + face * a) / (1 + 1e-5), rounded: exactly roi wherever a == 0
     roi[...] = cv2.blendLinear(roi, face, 1.0 - alpha, alpha)
-    return out
-
-
-def paste_batch(
-    frames: np.ndarray,
-    generated: np.ndarray,
-    matrices: list[np.ndarray] | np.ndarray,
-    *,
-    region: Region = (0.0, 0.5, 1.0, 1.0),
-    blend_radius: int = 6,
-    mask: np.ndarray | None = None,
-    inplace: bool = False,
-) -> np.ndarray:
-    """:func:`paste` for a batch: ``generated[i]`` into ``frames[i]`` under ``matrices[i]``.
-
-    The mask is computed once for the batch. Returns new frames unless ``inplace``.
-    """
-    out = frames if inplace else frames.copy()
-    if len(generated) == 0:
-        return out
-    if mask is None:
-        mask = region_mask(generated.shape[1], region, blend_radius)
-    for i, matrix in enumerate(matrices):
-        paste(out[i], generated[i], matrix, mask=mask, inplace=True)
     return out

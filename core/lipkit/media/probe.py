@@ -17,13 +17,12 @@ import os
 import warnings
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from lipkit.errors import InputError
 from lipkit.logs import get_logger
 from lipkit.media.ffmpeg import decode_text, file_arg, media_error, run_ffmpeg
+from lipkit.media.info import AudioInfo as AudioInfo  # re-exported
+from lipkit.media.info import MediaInfo as MediaInfo  # re-exported
 from lipkit.media.parsing import PacketTimes as PacketTimes  # re-exported
 from lipkit.media.parsing import StderrStreams as StderrStreams  # re-exported
 from lipkit.media.parsing import cut_before_index, ends_early
@@ -31,7 +30,6 @@ from lipkit.media.parsing import parse_packets as parse_packets  # re-exported
 from lipkit.media.parsing import parse_streams as parse_streams  # re-exported
 from lipkit.media.rates import normalised_frame_count as normalised_frame_count  # re-exported
 from lipkit.media.rates import rate_reason, video_timing
-from lipkit.media.transform import FrameTransform
 
 log = get_logger(__name__)
 
@@ -39,68 +37,6 @@ STILL_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".
 """File extensions read as still images (with Pillow) rather than through ffmpeg."""
 
 _EXIF_ORIENTATION = 0x0112
-
-
-class MediaInfo(BaseModel):
-    """What the pipeline needs to know about the face input.
-
-    ``width``/``height`` are the decoded frame size, after rotation metadata is applied (ffmpeg
-    rotates on decode; EXIF orientation for images). ``fps`` is 0.0 for a still and
-    ``num_frames`` the exact number of frames the constant-rate decode yields (1 for a still).
-    The fields after ``video_codec`` let :class:`~lipkit.media.video.FrameReader` seek exactly;
-    their defaults make it fall back to decoding from the start.
-    ``transform`` (set by :func:`lipkit.media.transform.transform_info`, never by the probe) is
-    applied by the reader to every frame; ``width``/``height`` are then the transformed size.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    path: Path
-    is_still: bool
-    width: int = Field(ge=0)
-    height: int = Field(ge=0)
-    fps: float = Field(ge=0.0, description="frames per second; 0.0 for a still")
-    num_frames: int = Field(ge=0)
-    duration: float = Field(ge=0.0, description="num_frames / fps; 0.0 for a still")
-    has_video: bool
-    has_audio: bool
-    audio_seconds: float = Field(default=0.0, ge=0.0)
-    video_codec: str = ""
-    decoder: Literal["ffmpeg", "image"] = Field(
-        default="ffmpeg", description="'image': a still read with Pillow"
-    )
-    rotation: int = Field(default=0, description="display rotation applied on decode, degrees")
-    time_base: tuple[int, int] | None = Field(
-        default=None, description="time base of the video stream (num, den); None = unknown"
-    )
-    start_pts: int = Field(default=0, description="pts of the first frame, in time_base units")
-    start_time: float = Field(default=0.0, description="the file's start time in seconds")
-    seek_preroll: float = Field(
-        default=1.0, ge=0.0, description="seconds a seek starts before the wanted frame"
-    )
-    transform: FrameTransform | None = Field(
-        default=None,
-        description="input transform FrameReader applies (resize, rotate, crop, static); "
-        "width/height/num_frames above are already the transformed input's",
-    )
-    variable_rate: bool = Field(default=False, description="the timestamps are uneven")
-    rate_reason: str = Field(default="", description="why the video is read at `fps`")
-    warnings: tuple[str, ...] = Field(
-        default=(), description="what is wrong with the file but does not stop a job"
-    )
-
-
-class AudioInfo(BaseModel):
-    """The first audio stream of a file."""
-
-    model_config = ConfigDict(frozen=True)
-
-    path: Path
-    has_audio: bool
-    sample_rate: int
-    channels: int
-    seconds: float = Field(description="exact decoded length of the stream")
-    codec: str = ""
 
 
 # --------------------------------------------------------------------------- input checks

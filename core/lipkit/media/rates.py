@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from lipkit.media.ffmpeg import frame_rate
 
 if TYPE_CHECKING:
-    from lipkit.media.probe import MediaInfo
+    from lipkit.media.info import MediaInfo
 
 STANDARD_RATES: tuple[Fraction, ...] = tuple(
     Fraction(r)

@@ -5,24 +5,21 @@ They are applied to every frame of the face input, in this order: the frame is s
 then cropped to rows ``y1:y2`` and columns ``x1:x2`` of the resized and rotated frame. ``static``
 uses only the first frame of a video, as if it were a still image.
 
-:func:`transform_info` validates the settings against the probed frame size and returns the
-:class:`~lipkit.media.probe.MediaInfo` of the transformed input, with the :class:`FrameTransform`
-stored on it; :class:`~lipkit.media.video.FrameReader` applies it while decoding (ffmpeg filters
-for videos, :meth:`FrameTransform.apply` for stills), so the face analysis, the render pass and
-the output all see the same frames.
+:func:`lipkit.media.info.transform_info` validates the settings against the probed frame size
+and returns the :class:`~lipkit.media.info.MediaInfo` of the transformed input, with the
+:class:`FrameTransform` stored on it; :class:`~lipkit.media.video.FrameReader` applies it while
+decoding (ffmpeg filters for videos, :meth:`FrameTransform.apply` for stills), so the face
+analysis, the render pass and the output all see the same frames.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Literal, cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from lipkit.errors import ConfigError
-
-if TYPE_CHECKING:
-    from lipkit.media.probe import MediaInfo
 
 Rotation = Literal[0, 90, 180, 270]
 
@@ -174,29 +171,6 @@ def _resolve_crop(
             "(y2 or x2 = -1: to the edge)",
         )
     return y1, y2, x1, x2
-
-
-def transform_info(info: MediaInfo, settings: Any) -> MediaInfo:
-    """``info`` as the transformed input: new size; ``static`` makes a video a one-frame still.
-
-    ``settings`` is a :class:`lipkit.config.InputSettings`. Returns ``info`` itself when the
-    settings change nothing.
-    """
-    transform = make_transform(
-        (info.width, info.height),
-        resize_factor=settings.resize_factor,
-        rotate=settings.rotate,
-        crop=settings.crop,
-        static=settings.static,
-    )
-    if transform is None:
-        return info
-    width, height = transform.size
-    update: dict[str, Any] = {"width": width, "height": height, "transform": transform}
-    if transform.static:
-        transform = transform.model_copy(update={"source_fps": info.fps})
-        update.update(is_still=True, num_frames=1, fps=0.0, duration=0.0, transform=transform)
-    return info.model_copy(update=update)
 
 
 def cover_crop(frames: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -121,3 +121,21 @@ class ProgressReporter:
                 eta=eta,
             )
         )
+
+
+@dataclass
+class RenderCount:
+    """Frames through the render (generated, or passed through without a face; resumed ones
+    too) out of the job's ``total``, reported as the ``render`` phase."""
+
+    reporter: ProgressReporter
+    total: int = 0
+    done: int = 0
+
+    def report(self, done: int | None = None) -> None:
+        """Report ``done`` frames (default: the count so far)."""
+        self.reporter.report("render", self.done if done is None else done, self.total)
+
+    def add(self, frames: int) -> None:
+        """Count ``frames`` more as rendered (reported with the next report)."""
+        self.done += frames

@@ -2,7 +2,10 @@
 
 A thin layer with no pipeline logic of its own:
 
-- :mod:`~lipkit.service.app` builds the FastAPI app (routes, limits, API key, error mapping);
+- :mod:`~lipkit.service.app` builds the FastAPI app from its parts: the routes
+  (:mod:`~lipkit.service.routes_submit`, :mod:`~lipkit.service.routes_jobs`,
+  :mod:`~lipkit.service.routes_health`), the state they share (:mod:`~lipkit.service.state`),
+  the body limit, API key and error mapping;
 - :mod:`~lipkit.service.store` keeps every accepted job in SQLite with its input files, so a
   restart loses nothing: queued jobs are queued again and running ones resume through the
   core's work-directory resume (each job has a stable ``work_dir``);

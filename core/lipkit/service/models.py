@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from lipkit.specs import LengthPolicy
 
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
-FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 
 # backend parameters that name files on the server: a client must not choose those
 _SERVER_PATH_SUFFIXES = ("checkpoint", "_config", "_path", "_dir", "_file")

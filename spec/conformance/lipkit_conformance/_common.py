@@ -23,7 +23,14 @@ inherited contract tests."""
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 """Every implementation name matches this (the same pattern as ``lipkit.specs``)."""
 
-FAMILIES = ("memory_policies", "audio_encoders", "face_processors", "generators", "encoders")
+FAMILIES = (
+    "memory_policies",
+    "audio_encoders",
+    "face_processors",
+    "generators",
+    "output_encoders",
+)
+_RENAMED = {"encoders": "output_encoders"}  # before 0.2
 
 # Small example counts: contracts also run against real (slow) models. The @given functions
 # are defined inside each test method (one per call), never on the class: a class-level @given
@@ -50,9 +57,11 @@ def implementations(family: str, allow: list[str] | None = None) -> list[tuple[s
     """``(name, implementation)`` of every registered implementation of ``family``, by name.
 
     ``family`` is one of ``memory_policies``, ``audio_encoders``, ``face_processors``,
-    ``generators``, ``encoders``; ``allow`` names third-party plugins (entry-point names) to load
-    besides the builtins. Use it to parametrise a contract over everything installed.
+    ``generators``, ``output_encoders`` (``encoders``, its name before 0.2, still works);
+    ``allow`` names third-party plugins (entry-point names) to load besides the builtins. Use
+    it to parametrise a contract over everything installed.
     """
+    family = _RENAMED.get(family, family)
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; use one of {', '.join(FAMILIES)}")
     from lipkit.plugins import load_registry  # lazy: the kit imports without a registry

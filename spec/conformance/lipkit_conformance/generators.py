@@ -49,7 +49,7 @@ class GeneratorContract:
     """Override ``generator``; optionally ``generator_params``, ``model_home`` and
     ``audio_frame_shape`` (needed when the generator's audio encoder is not a builtin).
 
-    Generators with fixed batches (``frame_batches``) or whole frames (``frame_size``) are run
+    Generators with fixed batches (``frame_batches``) or whole frames (``whole_frame_size``) are run
     as the pipeline runs them: a track of ``JOB_FRAMES`` frames in their own batches, each with
     the previous output as history and the whole track's features, at the size they choose for
     a ``JOB_INPUT`` (width, height) input.
@@ -73,7 +73,7 @@ class GeneratorContract:
         values = build_params(generator.params_model, params)
         return (
             generator.frame_batches(values, GeneratorContract.JOB_FRAMES) is not None
-            or generator.frame_size(values, *GeneratorContract.JOB_INPUT) is not None
+            or generator.whole_frame_size(values, *GeneratorContract.JOB_INPUT) is not None
         )
 
     def job(
@@ -95,7 +95,7 @@ class GeneratorContract:
         bounds = generator.frame_batches(values, total) or [
             (a, min(total, a + 4)) for a in range(0, total, 4)
         ]
-        width, height = generator.frame_size(values, *self.JOB_INPUT) or (
+        width, height = generator.whole_frame_size(values, *self.JOB_INPUT) or (
             spec.crop_size,
             spec.crop_size,
         )
@@ -233,7 +233,7 @@ class GeneratorContract:
             position += n
             out = session.generate(batch)
             assert isinstance(out, np.ndarray)
-            assert out.shape == batch.crops.shape and out.dtype == np.uint8
+            assert out.shape == batch.images.shape and out.dtype == np.uint8
 
         try:
             check()
@@ -298,7 +298,7 @@ class GeneratorContract:
                 session.generate(
                     GenerationBatch(
                         batch.frame_indices[i : i + 1],
-                        batch.crops[i : i + 1],
+                        batch.images[i : i + 1],
                         batch.audio[i : i + 1],
                     )
                 )

@@ -86,7 +86,7 @@ class TintSession(GeneratorSession):
         # speech level from the mel window: -4 (silence) .. 4 (loud) -> 0 .. 1
         level = np.clip((batch.audio.reshape(len(batch.audio), -1).mean(axis=1) + 4) / 8, 0, 1)
         delta = level[:, None, None, None] * self.mask[None] * self.offset
-        return np.clip(np.rint(batch.crops + delta), 0, 255).astype(np.uint8)
+        return np.clip(np.rint(batch.images + delta), 0, 255).astype(np.uint8)
 
 
 class TintGenerator(Generator):

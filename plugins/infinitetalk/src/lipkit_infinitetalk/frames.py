@@ -28,12 +28,12 @@ def input_frame(frame: int, batch: GenerationBatch) -> np.ndarray | None:
     """The input frame shown at output frame ``frame``, framed like the batch's frames: from
     the batch, else through ``batch.source``; None when neither has it."""
     first = int(batch.frame_indices[0])
-    if first <= frame < first + len(batch.crops):
-        return np.asarray(batch.crops[frame - first])
+    if first <= frame < first + len(batch.images):
+        return np.asarray(batch.images[frame - first])
     if batch.source is None:
         return None
     found = np.asarray(batch.source(np.array([frame], dtype=np.int64)))
-    if found.shape[1:] != batch.crops.shape[1:] or found.dtype != np.uint8:
+    if found.shape[1:] != batch.images.shape[1:] or found.dtype != np.uint8:
         raise ValueError(f"batch.source gave {found.dtype} {found.shape} for frame {frame}")
     return found[0]
 
@@ -50,7 +50,7 @@ def reference_frame(window: Window, batch: GenerationBatch) -> np.ndarray:
         window=window.index,
         reference_frame=window.reference_frame,
     )
-    return np.asarray(batch.crops[0])
+    return np.asarray(batch.images[0])
 
 
 def first_frame(batch: GenerationBatch, reference: np.ndarray) -> np.ndarray:

@@ -44,7 +44,7 @@ from lipkit_infinitetalk.conditioning import (
 )
 from lipkit_infinitetalk.config import InfiniteTalkConfig
 from lipkit_infinitetalk.frames import first_frame, reference_frame
-from lipkit_infinitetalk.generator import (
+from lipkit_infinitetalk.params import (
     BASE_REPO,
     CLIP_WEIGHTS,
     INFINITETALK_WEIGHTS,
@@ -296,7 +296,7 @@ class InfiniteTalkSession(GeneratorSession):
 
     @torch.inference_mode()
     def generate(self, batch: GenerationBatch) -> np.ndarray:
-        frames = np.asarray(batch.crops)
+        frames = np.asarray(batch.images)
         if frames.ndim != 4 or frames.dtype != np.uint8 or len(frames) == 0:
             raise ValueError(
                 f"expected uint8 [B, H, W, 3] frames, got {frames.dtype} {frames.shape}"

@@ -51,7 +51,7 @@ class LatentSyncSession(GeneratorSession):
         active.to(self.device)
 
     def generate(self, batch: GenerationBatch) -> np.ndarray:
-        crops = np.asarray(batch.crops)
+        crops = np.asarray(batch.images)
         size = self.size
         if crops.dtype != np.uint8 or crops.shape[1:] != (size, size, 3):
             raise ValueError(f"expected uint8 [B, {size}, {size}, 3] crops, got {crops.shape}")

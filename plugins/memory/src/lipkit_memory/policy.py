@@ -20,9 +20,9 @@ Planning (:meth:`MeasuredMemoryPolicy.plan`), from declarations only:
    backend-specific stages in ``stage_memory`` likewise; ``detect``: :data:`DETECT_PER_ITEM`
    per frame, on the detection device. One item that does not fit is a ResourceError that names
    the settings to change, raised before any work.
-5. **Chunk.** Decoded frames in flight (``CHUNKS_IN_FLIGHT`` chunks) take at most a quarter of
-   the host budget; on GPUs a chunk holds at least one generation batch, so batches are not cut
-   short by the chunking.
+5. **Chunk.** Decoded frames in flight (``lipkit.memory_fit.CHUNKS_IN_FLIGHT`` chunks) take at
+   most a quarter of the host budget; on GPUs a chunk holds at least one generation batch, so
+   batches are not cut short by the chunking.
 6. **Spill.** When the result is kept as frames in memory and would not fit in half the host
    budget, ``spill_to_disk`` is set and the pipeline writes it to a memory-mapped file.
 7. **Stage precision.** Detection in fp16 where it runs on a CUDA device with fp16, else fp32;
@@ -46,10 +46,11 @@ from typing import ClassVar
 
 import psutil
 
-from lipkit.errors import ResourceError
 from lipkit.interfaces import MemoryPolicy, MemoryProbe, OomEvent
 from lipkit.logs import get_logger
-from lipkit.plans import MemoryPlan, MemoryRequest, choose_precision
+from lipkit.memory_fit import decoded_chunk, device_budget, generation_batch, round_down
+from lipkit.plans import MemoryPlan, MemoryRequest, choose_precision, not_enough_memory
+from lipkit.plans import format_bytes as _fmt
 from lipkit.specs import (
     CPU_DETECT_BATCH,
     GIB,
@@ -73,9 +74,6 @@ DETECT_PER_ITEM = 160 * MIB
 
 MAX_DETECT_BATCH = 32
 MAX_STAGE_BATCH = 16
-CHUNKS_IN_FLIGHT = 6
-CHUNK_BYTES = 64 * MIB
-MIN_CHUNK_FRAMES = 8
 MAX_CHUNK_FRAMES = 256
 CPU_RUNTIME = 512 * MIB
 """On the CPU: what loading a PyTorch backend adds to the process besides the weights."""
@@ -88,14 +86,6 @@ UNIFIED_DEVICE_SHARE = 0.75
 NON_BLOCK_SHARE = 0.05
 """Of a block model's weights, what is not in its blocks (embeddings, heads, norms): kept on the
 device under block offload."""
-
-
-def _fmt(nbytes: float) -> str:
-    return f"{nbytes / GIB:.2f} GiB" if nbytes >= GIB else f"{nbytes / MIB:.0f} MiB"
-
-
-def _round_down(value: int, step: int) -> int:
-    return max(step, value // step * step)
 
 
 class MeasuredMemoryPolicy(MemoryPolicy):
@@ -146,14 +136,22 @@ class MeasuredMemoryPolicy(MemoryPolicy):
             parts = f"weights {_fmt(resident)}, {one} {_fmt(unit)}"
             if overhead:
                 parts = f"the process and its runtime {_fmt(overhead)}, " + parts
-            raise ResourceError(
+            raise not_enough_memory(
                 f"backend {gen.name!r} needs {_fmt(overhead + resident + unit)} to make {one} "
                 f"on {device.name} ({parts}), but the budget is {_fmt(budget)}",
-                hint=(f"{gen.memory_hint}; or " if gen.memory_hint else "")
-                + "raise --memory-budget or memory.vram_fraction, use --memory-mode "
-                "aggressive or --precision fp16/bf16, or run on a device with more memory",
+                gen,
             )
-        batch = self._generate_batch(request, available, per_item, reasons)
+        batch = generation_batch(
+            request,
+            available,
+            per_item,
+            reasons,
+            lambda batch, fit: (
+                f"generation batch {batch}: {_fmt(per_item)} per frame declared, "
+                f"{_fmt(available)} left beside the weights ({fit} would fit; default "
+                f"{gen.default_batch})"
+            ),
+        )
         sizes = {"generate": batch}
         for stage, cost in sorted(gen.stage_memory.items()):
             stage_cost = max(1, int(cost * scale))
@@ -179,7 +177,16 @@ class MeasuredMemoryPolicy(MemoryPolicy):
             + (" (a few seconds of work per call on the CPU)" if face_device == "cpu" else "")
         )
         frames_budget = host_budget - (overhead + resident if device.kind == "cpu" else 0)
-        chunk = self._chunk(request, batch, max(frames_budget, 0), reasons)
+        chunk = decoded_chunk(
+            request,
+            max(frames_budget, 0),
+            reasons,
+            most=MAX_CHUNK_FRAMES,
+            least=batch if device.kind != "cpu" else 0,  # a GPU batch is not cut short
+            explain=lambda chunk, nbytes: (
+                f"chunk {chunk} frames: at most {_fmt(nbytes)} of decoded frames in flight"
+            ),
+        )
         frame_bytes = request.frame_width * request.frame_height * 3
         spill = bool(
             request.frames_in_memory and request.num_frames * frame_bytes > host_budget // 2
@@ -213,18 +220,7 @@ class MeasuredMemoryPolicy(MemoryPolicy):
         """(device budget, host budget for decoded frames), step 1 of the module doc."""
         device = request.device
         share = SHARE[request.mode]
-        if request.budget_bytes:
-            budget = int(request.budget_bytes)
-            reasons.append(f"budget {_fmt(budget)} set by the user")
-        elif request.vram_fraction > 0:
-            budget = int(device.total_memory * request.vram_fraction)
-            reasons.append(f"budget {request.vram_fraction:.0%} of {_fmt(device.total_memory)}")
-        else:
-            budget = int(device.free_memory * share)
-            reasons.append(
-                f"budget {_fmt(budget)}: {share:.0%} of the {_fmt(device.free_memory)} free "
-                f"({request.mode})"
-            )
+        budget = device_budget(request, share, reasons)
         budget = min(budget, device.total_memory) if device.total_memory else budget
         if device.kind == "cpu":
             return budget, budget
@@ -263,41 +259,6 @@ class MeasuredMemoryPolicy(MemoryPolicy):
             return "model", 0, int(max(block, rest))
         return "none", None, model  # pragma: no cover - the branches above return
 
-    @staticmethod
-    def _generate_batch(
-        request: MemoryRequest, available: int, per_item: int, reasons: list[str]
-    ) -> int:
-        gen = request.generator
-        if request.batch_size:
-            reasons.append(f"generation batch {request.batch_size} set by the user")
-            return int(request.batch_size)
-        fit = available // per_item  # >= chunk_multiple: plan() checked one unit fits
-        batch = _round_down(int(min(gen.default_batch, fit)), gen.chunk_multiple)
-        reasons.append(
-            f"generation batch {batch}: {_fmt(per_item)} per frame declared, "
-            f"{_fmt(available)} left beside the weights ({fit} would fit; default "
-            f"{gen.default_batch})"
-        )
-        return batch
-
-    @staticmethod
-    def _chunk(request: MemoryRequest, batch: int, host_budget: int, reasons: list[str]) -> int:
-        if request.chunk_frames:
-            reasons.append(f"chunk {request.chunk_frames} frames set by the user")
-            return int(request.chunk_frames)
-        frame_bytes = max(1, request.frame_width * request.frame_height * 3)
-        by_host = max(1, host_budget // 4 // (frame_bytes * CHUNKS_IN_FLIGHT))
-        wanted = max(MIN_CHUNK_FRAMES, CHUNK_BYTES // frame_bytes)
-        if request.device.kind != "cpu":
-            wanted = max(wanted, batch)  # a GPU batch is not cut short by the chunking
-        chunk = int(min(MAX_CHUNK_FRAMES, wanted, by_host))
-        chunk = _round_down(chunk, request.generator.chunk_multiple)
-        reasons.append(
-            f"chunk {chunk} frames: at most {_fmt(chunk * frame_bytes * CHUNKS_IN_FLIGHT)} of "
-            "decoded frames in flight"
-        )
-        return chunk
-
     # ------------------------------------------------------------------ measurement
 
     def calibrate(self, request: MemoryRequest, plan: MemoryPlan, probe: MemoryProbe) -> MemoryPlan:
@@ -319,7 +280,7 @@ class MeasuredMemoryPolicy(MemoryPolicy):
             overhead = psutil.Process().memory_info().rss
         available = plan.budget_bytes - resident - overhead
         fit = max(1, available // per_item)
-        batch = _round_down(int(min(gen.default_batch, fit)), gen.chunk_multiple)
+        batch = round_down(int(min(gen.default_batch, fit)), gen.chunk_multiple)
         note = (
             f"measured: batch {gen.chunk_multiple} took {_fmt(first)}, batch {size} took "
             f"{_fmt(second)}: {_fmt(per_item)} per frame; generation batch {batch}"

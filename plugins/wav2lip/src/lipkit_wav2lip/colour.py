@@ -3,13 +3,15 @@
 Wav2Lip-GAN's output is often slightly off in tint and contrast from the source video, which shows
 as a patch around the mouth. :func:`match_colour` moves each generated crop's per-channel Lab mean
 and standard deviation, measured over a region (the lower half, where Wav2Lip changes pixels), to
-those of the original crop over the same region.
+those of the original crop over the same region, with the core's :func:`lipkit.colour.match_lab`
+in 8-bit Lab.
 """
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
+
+from lipkit.colour import match_lab
 
 _MIN_STD = 1.0  # Lab units; flat regions are not stretched
 
@@ -30,17 +32,6 @@ def match_colour(
         raise ValueError(f"shapes differ: {generated.shape} vs {original.shape}")
     if strength <= 0 or len(generated) == 0:
         return generated
-    y0, y1 = region
-    out = np.empty_like(generated)
-    for i in range(len(generated)):
-        gen_lab = cv2.cvtColor(generated[i], cv2.COLOR_RGB2LAB).astype(np.float32)
-        org_lab = cv2.cvtColor(original[i], cv2.COLOR_RGB2LAB).astype(np.float32)
-        g = gen_lab[y0:y1].reshape(-1, 3)
-        o = org_lab[y0:y1].reshape(-1, 3)
-        g_mean, o_mean = g.mean(axis=0), o.mean(axis=0)
-        g_std = np.maximum(g.std(axis=0), _MIN_STD)
-        o_std = np.maximum(o.std(axis=0), _MIN_STD)
-        moved = (gen_lab - g_mean) * (o_std / g_std) + o_mean
-        lab = gen_lab + strength * (moved - gen_lab)
-        out[i] = cv2.cvtColor(np.clip(np.rint(lab), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
-    return out
+    return match_lab(
+        generated, original, scale="uint8", strength=strength, rows=region, min_std=_MIN_STD
+    )

@@ -159,7 +159,7 @@ class Wav2LipSession(GeneratorSession):
         return result
 
     def generate(self, batch: GenerationBatch) -> np.ndarray:
-        crops = np.asarray(batch.crops)
+        crops = np.asarray(batch.images)
         if crops.dtype != np.uint8 or crops.shape[1:] != (FACE_SIZE, FACE_SIZE, 3):
             raise ValueError(
                 f"expected uint8 [B, 96, 96, 3] crops, got {crops.dtype} {crops.shape}"
@@ -217,7 +217,7 @@ class Wav2LipGenerator(Generator):
             return [GAN_WEIGHTS.name if p.checkpoint is None else str(p.checkpoint)]
         return []
 
-    def batch_size(self, params: BaseModel) -> int | None:
+    def user_batch_size(self, params: BaseModel) -> int | None:
         """The user's ``inference_batch``, if given."""
         return as_params(params, Wav2LipParams).inference_batch
 
