@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import wave
 from pathlib import Path
 
 import psutil
@@ -23,8 +24,9 @@ pytestmark = pytest.mark.slow
 
 MEDIA = Path(__file__).parent / "media"
 FPS = 25.0
-# 1 s segments (8 for the 7.7 s speech) with a slow x264 preset: several seconds between the
-# first finished segment and the end of a row, so the signal lands mid-row
+# 1 s segments with a slow x264 preset, and the speech three times over (23 s): the second
+# worker starts a few seconds after the first (spawn, imports), and the first row must still be
+# far from its end when the second has a finished segment, so the signal lands mid-row in both
 CSV = """\
 face,audio,output,backend,output.segment_seconds,output.x264_preset,keep_work
 media/face.mp4,media/speech.wav,out/talk.mp4,preview,1,slower,true
@@ -33,10 +35,17 @@ media/face.mp4,media/speech.wav,out/again.mp4,preview,1,slower,true
 OUTPUTS = ("out/talk.mp4", "out/again.mp4")
 
 
+SPEECH_REPEATS = 3
+
+
 def make_batch(folder: Path) -> Path:
     (folder / "media").mkdir(parents=True)
-    for name in ("face.mp4", "speech.wav"):
-        shutil.copy(MEDIA / name, folder / "media" / name)
+    shutil.copy(MEDIA / "face.mp4", folder / "media" / "face.mp4")
+    with wave.open(str(MEDIA / "speech.wav")) as src:
+        params, samples = src.getparams(), src.readframes(src.getnframes())
+    with wave.open(str(folder / "media" / "speech.wav"), "wb") as dst:
+        dst.setparams(params)
+        dst.writeframes(samples * SPEECH_REPEATS)
     jobs = folder / "jobs.csv"
     jobs.write_text(CSV)
     return jobs
@@ -121,7 +130,7 @@ def test_sigterm_keeps_segments_and_the_rerun_resumes_them(tmp_path: Path) -> No
     now = finished_segments(home)
     for folder, files in kept.items():
         assert {name: now.get(folder, {}).get(name) for name in files} == files, folder
-    speech = audio_seconds(MEDIA / "speech.wav")
+    speech = audio_seconds(jobs.parent / "media" / "speech.wav")
     for name in OUTPUTS:
         frames, _ = decode_video(jobs.parent / name)
         assert abs(len(frames) - round(speech * FPS)) <= 1, name
