@@ -720,3 +720,46 @@ def test_weights_in_comfyuis_model_folder_show_in_the_dropdown_and_cancel_resume
     assert again[0] >= 16 and again[-1] == total  # started from the finished segments
     assert Path(video_path).is_file() and probe_media(Path(video_path)).num_frames == total
     assert notes == "" and fps == 25.0  # wav2lip ran: no preview warning
+
+
+@pytest.mark.parametrize("mode", ["frames", "file"])
+def test_lipsync_audio_crop_inputs(
+    pack: Any, comfy: dict[str, Path], clip: torch.Tensor, speech: dict[str, Any], mode: str
+) -> None:
+    """audio_start/audio_end do what the AudioCrop node did: the frames and the AUDIO output
+    follow the cropped range, in both output modes."""
+    images, audio, video_path, fps, _ = run_node(
+        pack.NODE_CLASS_MAPPINGS["LipkitLipSync"],
+        images=clip,
+        audio=speech,
+        backend="preview",
+        seed=0,
+        output_mode=mode,
+        audio_start="0:00.5",
+        audio_end="1.5",
+    )
+    expected = round(1.0 * FPS)
+    if mode == "frames":
+        assert images.shape[0] == expected
+    else:
+        assert probe_media(Path(video_path)).num_frames == expected
+    assert audio["waveform"].shape[-1] == 16000
+    _, whole, *_ = run_node(
+        pack.NODE_CLASS_MAPPINGS["LipkitLipSync"],
+        images=clip,
+        audio=speech,
+        backend="preview",
+        seed=0,
+        output_mode="frames",
+    )
+    uncropped = whole["waveform"][0, 0].numpy()[8000:24000]
+    got = audio["waveform"][0, 0].numpy()
+    # cropped before or after resampling: equal away from the edges' filter tails
+    np.testing.assert_allclose(got[500:-500], uncropped[500:-500], atol=2e-3)
+
+
+def test_lipsync_audio_inputs_are_declared(pack: Any) -> None:
+    optional = pack.NODE_CLASS_MAPPINGS["LipkitLipSync"].INPUT_TYPES()["optional"]
+    assert optional["separate_vocals"][0] == "BOOLEAN"
+    assert optional["silence"][0] == ["model", "keep", "closed"]
+    assert optional["audio_start"][0] == optional["audio_end"][0] == "STRING"

@@ -15,6 +15,7 @@ from lipkit.builtins.mel import MelAudioEncoder, MelParams
 from lipkit.errors import LipkitError, ModelError
 from lipkit.specs import (
     AudioEncoderSpec,
+    AudioStageSpec,
     DeviceInfo,
     EncoderSpec,
     FaceProcessorSpec,
@@ -32,6 +33,7 @@ PAGES = {
     "face.md": FaceProcessorSpec,
     "generators.md": GeneratorSpec,
     "encoders.md": EncoderSpec,
+    "audio-stages.md": AudioStageSpec,
 }
 COMMON = ("name", "description", "devices", "weights")  # every spec; spec/README.md says so
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")

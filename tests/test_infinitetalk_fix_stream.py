@@ -1,6 +1,6 @@
 """Issue 13, memory flat in the audio's length: the ``wav2vec2-infinitetalk`` encoder streams.
 
-- :mod:`lipkit_infinitetalk.loudness` (BS.1770 in one streaming pass) against pyloudnorm, over
+- :mod:`lipkit.audio.loudness` (BS.1770 in one streaming pass) against pyloudnorm, over
   random lengths and block sizes: equal to 1e-6 LU (measured: identical).
 - The streaming encoder against the whole-array path it replaced (pyloudnorm on the whole array,
   the feature extractor's normalisation, the whole-track CNN and ``F.interpolate``, then the same
@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lipkit_infinitetalk.loudness import integrated_loudness
 from lipkit_infinitetalk.wav2vec import (
     Wav2Vec2AudioEncoder,
     Wav2VecParams,
@@ -40,6 +39,8 @@ from lipkit_infinitetalk.wav2vec_stream import (
     first_layer_stats,
 )
 from test_infinitetalk_wav2vec import CPU, encode, speech, wav2vec_dir
+
+from lipkit.audio.loudness import integrated_loudness
 
 __all__ = ["wav2vec_dir"]  # the fixture, shared
 

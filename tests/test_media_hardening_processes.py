@@ -133,7 +133,7 @@ def test_killed_lipkit_run_leaves_no_ffmpeg(tmp_path: Path) -> None:
         parent = psutil.Process(run.pid)
 
         def encoding() -> bool:
-            return any("pipe:0" in " ".join(p.cmdline()) for p in _live(_ffmpegs(parent)))
+            return any("pipe:0" in " ".join(_cmdline(p)) for p in _live(_ffmpegs(parent)))
 
         assert _wait_for(encoding, 120), "lipkit run never started an encoder"
         time.sleep(1.0)  # frames are in the encoder's lookahead
@@ -148,12 +148,21 @@ def test_killed_lipkit_run_leaves_no_ffmpeg(tmp_path: Path) -> None:
             run.wait()
 
 
+def _cmdline(process: psutil.Process) -> list[str]:
+    """The process's command line; empty once it has exited (psutil may then raise
+    NoSuchProcess, or FileNotFoundError while /proc is being torn down)."""
+    try:
+        return process.cmdline()
+    except (psutil.Error, OSError):
+        return []
+
+
 def _live(processes: list[psutil.Process]) -> list[psutil.Process]:
     alive = []
     for p in processes:
         try:
             p.cmdline()
             alive.append(p)
-        except psutil.Error:
+        except (psutil.Error, OSError):
             pass
     return alive

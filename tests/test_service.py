@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import socket
 import threading
 import time
@@ -14,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from audio_helpers import serve_folder
 
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
@@ -285,15 +284,8 @@ def test_restart_keeps_and_resumes_jobs(
 
 @pytest.fixture
 def file_server(tmp_path: Path) -> Iterator[str]:
-    media = Path(__file__).parent / "media"
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(media))
-    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_folder(Path(__file__).parent / "media") as url:
+        yield url
 
 
 def test_url_inputs(tmp_path: Path, file_server: str, sample_speech: Path) -> None:

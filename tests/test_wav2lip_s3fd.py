@@ -179,14 +179,21 @@ def assert_same(got: list[np.ndarray], want: list[np.ndarray], atol: float = 2e-
         assert g.dtype == np.float32 and g.ndim == 2 and g.shape[1] == 5
         assert g.shape == w.shape, (g, w)
         # both are sorted by score; boxes whose scores tie to float32 precision may come in
-        # either order, so compare in one canonical order: score (rounded), then coordinates
-        np.testing.assert_allclose(_canonical(g), _canonical(w), rtol=1e-4, atol=atol)
+        # either order (and any rounding of the scores can split a tie), so each row is
+        # matched to the closest unmatched row of the other, then compared
+        np.testing.assert_allclose(g, _matched(g, w), rtol=1e-4, atol=atol)
 
 
-def _canonical(rows: np.ndarray) -> np.ndarray:
-    rows = np.asarray(rows, dtype=np.float64)
-    order = np.lexsort((rows[:, 3], rows[:, 2], rows[:, 1], rows[:, 0], -np.round(rows[:, 4], 5)))
-    return rows[order]
+def _matched(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """``want``'s rows reordered so row ``i`` is the unmatched one closest to ``got[i]``."""
+    want = np.asarray(want, dtype=np.float64)
+    free = list(range(len(want)))
+    order = []
+    for row in np.asarray(got, dtype=np.float64):
+        best = min(free, key=lambda j: float(np.abs(want[j] - row).max()))
+        free.remove(best)
+        order.append(best)
+    return want[order]
 
 
 def random_heads(

@@ -29,10 +29,10 @@ def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
 
     ``face`` and ``output`` name the input and the output path, so the ``[face]``, ``[output]``
     (and, alike, ``[memory]`` and ``[input]``) settings sections are passed as ``face_settings``,
-    ``output_settings``, ``memory_settings`` and ``input_settings``.
+    ``output_settings``, ``memory_settings``, ``input_settings`` and ``audio_settings``.
     """
     kwargs = dict(kwargs)
-    for section in ("face", "output", "memory", "input"):
+    for section in ("face", "output", "memory", "input", "audio"):
         if f"{section}_settings" in kwargs:
             kwargs[section] = kwargs.pop(f"{section}_settings")
     settings = {k: v for k, v in kwargs.items() if k in _SETTING_NAMES}

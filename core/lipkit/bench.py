@@ -84,7 +84,12 @@ def run_bench(
     proc = selection.face_processor
     face_session = proc.open(settings.face, plan.device) if proc is not None else None
     track = _faces_stage(job, face_session, stages) if face_session is not None else None
-    speech = open_audio(plan.inputs.audio_path, spill_dir=settings.work_dir or settings.jobs_dir)
+    speech = open_audio(  # the audio as cropped (the bench times the encoder, not the front-end)
+        plan.inputs.audio_path,
+        spill_dir=settings.work_dir or settings.jobs_dir,
+        start=plan.inputs.audio_start,
+        max_seconds=plan.inputs.audio_seconds,
+    )
     try:
         features = _audio_stage(job, speech, stages)
         sample = _sample_frames(job)

@@ -27,6 +27,16 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
+def _print_audio_chain(plan: Any) -> None:
+    """The audio front-end, in the order it runs: each stage on or off, and why."""
+    if not plan.audio_chain:
+        return
+    print("audio chain (what the model hears):")
+    for step in plan.audio_chain:
+        what = step.implementation if step.on else "off"
+        print(f"  {step.stage:<9} {what}: {step.reason}")
+
+
 def print_plan(plan: Any) -> None:
     rows = [(r.stage, r.implementation, r.plugin, r.version, r.reason) for r in plan.stages]
     print(_table(rows, ("stage", "implementation", "plugin", "version", "reason")))
@@ -46,6 +56,7 @@ def print_plan(plan: Any) -> None:
     )
     if inputs.transform is not None:
         print(f"input transform: {inputs.transform.describe()}")
+    _print_audio_chain(plan)
     print(
         f"output: {plan.num_frames} frames at {plan.fps:g} fps "
         f"({plan.num_frames / plan.fps:.2f} s), length policy {plan.length_policy}"
@@ -159,8 +170,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     registry = load_registry()
-    # generators, face processors and audio encoders declare weights, each in its own folder
-    owners = {**registry.audio_encoders, **registry.face_processors, **registry.generators}
+    # every implementation that declares weights has its own folder in the model home
+    owners = {
+        **registry.audio_encoders,
+        **registry.face_processors,
+        **registry.generators,
+        **registry.vocal_separators,
+        **registry.voice_detectors,
+    }
     if args.action == "pull":
         if not args.name:
             raise ConfigError("which model?", hint="`lipkit models` lists the names")

@@ -31,6 +31,7 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
     faces = p.add_argument_group("faces")
     _add_face_options(faces)
     _add_input_transform(faces)
+    _add_audio_options(p.add_argument_group("audio front-end"))
     _add_output_options(p.add_argument_group("output"))
     _add_memory_options(p.add_argument_group("memory"))
     _add_work_options(p.add_argument_group("job"))
@@ -120,6 +121,37 @@ def _add_input_transform(face: Any) -> None:
     )  # fmt: skip
 
 
+def _add_audio_options(audio: Any) -> None:
+    audio.add_argument(
+        "--audio-start", default=SUPPRESS, help="use the audio from this time (12.5 or M:SS)"
+    )
+    audio.add_argument("--audio-end", default=SUPPRESS, help="use the audio up to this time")
+    audio.add_argument(
+        "--separate-vocals",
+        action=argparse.BooleanOptionalAction,
+        default=SUPPRESS,
+        help="the model hears only the vocals (needs a separator: pip install lipkit-demucs); "
+        "the output keeps the original mix",
+    )
+    audio.add_argument("--separator", default=SUPPRESS, help="vocal separator name, or auto")
+    audio.add_argument(
+        "--loudness",
+        default=SUPPRESS,
+        help="normalise what the model hears to this loudness in LUFS (BS.1770), auto (the "
+        "backend's reference) or off",
+    )
+    audio.add_argument(
+        "--silence",
+        choices=["model", "keep", "closed"],
+        default=SUPPRESS,
+        help="frames without speech: the model decides, keep the source mouth, or close it "
+        "(needs a voice detector: pip install lipkit-silero-vad)",
+    )
+    audio.add_argument(
+        "--voice-detector", default=SUPPRESS, help="voice-activity detector name, or auto"
+    )
+
+
 def _add_output_options(out: Any) -> None:
     out.add_argument("--crf", type=int, default=SUPPRESS, help="H.264 quality (default 19)")
     out.add_argument("--x264-preset", default=SUPPRESS)
@@ -165,6 +197,13 @@ _NESTED = {
     "detector_checkpoint": ("face", "detector_checkpoint"),
     "detector_device": ("face", "detector_device"),
     "detect_batch": ("face", "detect_batch"),
+    "audio_start": ("audio", "start"),
+    "audio_end": ("audio", "end"),
+    "separate_vocals": ("audio", "separate_vocals"),
+    "separator": ("audio", "separator"),
+    "loudness": ("audio", "loudness"),
+    "silence": ("audio", "silence"),
+    "voice_detector": ("audio", "voice_detector"),
     "crf": ("output", "crf"),
     "x264_preset": ("output", "x264_preset"),
     "video_encoder": ("output", "video_encoder"),

@@ -14,7 +14,7 @@ from typing import IO, Any
 from lipkit.pipeline.progress import Progress
 
 MODES = ("auto", "bar", "json", "none")
-_UNITS = {"faces": "frame", "render": "frame", "load": "model", "finalize": "step"}
+_UNITS = {"audio": "s", "faces": "frame", "render": "frame", "load": "model", "finalize": "step"}
 _BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 
 
@@ -57,7 +57,7 @@ class ProgressDisplay:
             if self.mode == "json":
                 self.stream.write(progress.model_dump_json() + "\n")
                 self.stream.flush()
-            elif progress.phase in ("faces", "render"):  # load and finalize are single steps
+            elif progress.phase in ("audio", "faces", "render"):  # load, finalize: one step
                 self._bar(progress)
 
     def _bar(self, progress: Progress) -> None:

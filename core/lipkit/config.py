@@ -21,6 +21,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from lipkit.config_audio import AudioSettings
 from lipkit.errors import ConfigError
 from lipkit.specs import LengthPolicy
 
@@ -205,6 +206,7 @@ class LipkitSettings(BaseSettings):
     face: FaceSettings = Field(default_factory=FaceSettings)
     input: InputSettings = Field(default_factory=InputSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
+    audio: AudioSettings = Field(default_factory=AudioSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     backends: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-backend parameters: [backends.NAME] in lipkit.toml"

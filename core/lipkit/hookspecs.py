@@ -1,4 +1,4 @@
-"""The plugin author's guide: the six hook families of lipkit.
+"""The plugin author's guide: the hook families of lipkit.
 
 =========================== =========================================== ====================
 hook                        returns                                     contract
@@ -9,7 +9,12 @@ hook                        returns                                     contract
 ``lipkit_face_processors``  :class:`~lipkit.interfaces.FaceProcessor`   ``spec/face.md``
 ``lipkit_generators``       :class:`~lipkit.interfaces.Generator`       ``spec/generators.md``
 ``lipkit_output_encoders``  :class:`~lipkit.interfaces.OutputEncoder`   ``spec/encoders.md``
+``lipkit_vocal_separators`` :class:`~lipkit.interfaces.VocalSeparator`  ``spec/audio-stages.md``
+``lipkit_voice_detectors``  :class:`~lipkit.interfaces.VoiceActivity..` ``spec/audio-stages.md``
 =========================== =========================================== ====================
+
+The last two are the audio front-end: stages that work on the speech before the audio encoder
+(vocal separation, voice activity); the core adds the crop and the loudness stage itself.
 
 The public names a plugin uses are listed in ``spec/api.md`` (generated from the code).
 
@@ -44,6 +49,8 @@ if TYPE_CHECKING:
         Generator,
         MemoryPolicy,
         OutputEncoder,
+        VocalSeparator,
+        VoiceActivityDetector,
     )
     from lipkit.specs import DeviceInfo
 
@@ -247,4 +254,52 @@ def lipkit_output_encoders() -> list[OutputEncoder]:
 )
 def lipkit_encoders() -> list[OutputEncoder]:
     """Deprecated name of :func:`lipkit_output_encoders` (before 0.2); still collected."""
+    raise NotImplementedError  # a specification: plugins implement it
+
+
+@hookspec
+def lipkit_vocal_separators() -> list[VocalSeparator]:
+    """Offer vocal separators (:class:`lipkit.interfaces.VocalSeparator` instances).
+
+    :returns: a list of separators; the resolver uses one when vocal separation is on
+        (``audio.separate_vocals``, ``--separate-vocals``, the ``music-video`` preset): the one
+        named by ``audio.separator``, else the highest ``spec.rank`` whose weights are there.
+
+    ``separator.separate(source, params=, model_home=, device=, progress=)`` reads the cropped
+    audio (:class:`lipkit.interfaces.AudioSource`) in blocks and returns the vocals as a 16 kHz
+    mono :class:`lipkit.media.track.AudioTrack` of the source's length. The audio encoder hears
+    that track; the output video keeps the original mix. Memory stays flat in the audio's
+    length. A checkpoint that needs arbitrary code to unpickle is refused
+    (:class:`lipkit.errors.ModelError`).
+
+    Example::
+
+        @lipkit.hookimpl
+        def lipkit_vocal_separators():
+            return [DemucsSeparator()]  # spec = AudioStageSpec(name="demucs", ...)
+
+    Contract and conformance checks: ``spec/audio-stages.md``.
+    """
+    raise NotImplementedError  # a specification: plugins implement it
+
+
+@hookspec
+def lipkit_voice_detectors() -> list[VoiceActivityDetector]:
+    """Offer voice-activity detectors (:class:`lipkit.interfaces.VoiceActivityDetector`).
+
+    :returns: a list of detectors; the resolver uses one when ``audio.silence`` is ``keep`` or
+        ``closed``: the one named by ``audio.voice_detector``, else the highest ``spec.rank``.
+
+    ``detector.speech(track, params=, device=, progress=)`` returns the speech in a 16 kHz mono
+    track as sorted, disjoint ``(start, end)`` seconds, reading the track in blocks. Frames
+    outside them keep the source mouth (``silence=keep``) or get a closed one (``closed``).
+
+    Example::
+
+        @lipkit.hookimpl
+        def lipkit_voice_detectors():
+            return [SileroVad()]  # spec = AudioStageSpec(name="silero-vad", ...)
+
+    Contract and conformance checks: ``spec/audio-stages.md``.
+    """
     raise NotImplementedError  # a specification: plugins implement it

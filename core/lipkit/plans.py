@@ -93,7 +93,19 @@ class InputSummary(BaseModel):
         default=None, description="resize/rotate/crop/static applied; width/height are after it"
     )
     audio_path: Path
-    audio_seconds: float
+    audio_seconds: float = Field(description="the audio's length after the crop")
+    audio_start: float = Field(default=0.0, ge=0.0, description="where the crop starts, s")
+
+
+class AudioStep(BaseModel):
+    """One stage of the audio front-end as the plan shows it: on or off, and why."""
+
+    stage: Literal["crop", "separate", "loudness", "voice"]
+    on: bool
+    implementation: str = Field(default="", description="what runs; empty when off")
+    plugin: str = ""
+    version: str = ""
+    reason: str
 
 
 class Plan(BaseModel):
@@ -105,6 +117,9 @@ class Plan(BaseModel):
     generator_params: dict[str, Any]
     settings: dict[str, Any] = Field(description="the effective settings, as JSON-able data")
     inputs: InputSummary
+    audio_chain: list[AudioStep] = Field(
+        default_factory=list, description="the audio front-end, in order: what the encoder hears"
+    )
     fps: float
     fps_reason: str = Field(default="", description="why the output has this frame rate")
     video_encoder: str | None = Field(

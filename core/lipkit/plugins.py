@@ -36,6 +36,8 @@ from lipkit.interfaces import (
     Generator,
     MemoryPolicy,
     OutputEncoder,
+    VocalSeparator,
+    VoiceActivityDetector,
 )
 from lipkit.logs import get_logger
 from lipkit.specs import DeviceInfo
@@ -79,6 +81,8 @@ class Registry:
     face_processors: dict[str, FaceProcessor]
     generators: dict[str, Generator]
     output_encoders: dict[str, OutputEncoder]
+    vocal_separators: dict[str, VocalSeparator]
+    voice_detectors: dict[str, VoiceActivityDetector]
     owners: dict[tuple[str, str], PluginInfo]
     conflicts: list[str]
     warnings: list[str] = field(default_factory=list)  # allow-list names matching nothing
@@ -261,6 +265,8 @@ _FAMILIES = {
     "lipkit_generators": "generator",
     "lipkit_output_encoders": "encoder",
     "lipkit_encoders": "encoder",  # the deprecated name of lipkit_output_encoders
+    "lipkit_vocal_separators": "separator",
+    "lipkit_voice_detectors": "voice",
 }
 
 
@@ -302,6 +308,8 @@ def _collect(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> Registry:
         face_processors=families["face"],
         generators=families["generator"],
         output_encoders=families["encoder"],
+        vocal_separators=families["separator"],
+        voice_detectors=families["voice"],
         owners=owners,
         conflicts=conflicts,
     )

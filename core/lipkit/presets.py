@@ -14,6 +14,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "music-video": {
         # singers move: detect more often, smooth less, loop the footage under the song
         "length_policy": "loop",
+        # the model hears the singer, not the drums (needs a separator: lipkit-demucs)
+        "audio": {"separate_vocals": True},
         "face": {"smoothing": 3, "detect_every": 2, "blend_radius": 8, "max_gap": 6},
         "output": {"crf": 19, "x264_preset": "medium"},
     },
@@ -31,7 +33,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 DESCRIPTIONS = {
     "talking-head": "the defaults: one speaker facing the camera",
-    "music-video": "moving performers: frequent detection, light smoothing, footage looped",
+    "music-video": "moving performers: vocals separated from the music, frequent detection, "
+    "light smoothing, footage looped",
     "social": "small files, fast encode (CRF 23, 96 kbps audio)",
     "film": "quality first: steadier boxes, softer blend, CRF 16",
 }

@@ -94,8 +94,11 @@ def output_length(policy: LengthPolicy, audio_seconds: float, fps: float, info: 
     return num_frames
 
 
-def input_summary(info: MediaInfo, fps: float, audio: Path, audio_info: AudioInfo) -> InputSummary:
-    """The plan's record of its inputs: the face as decoded at ``fps``, and the audio."""
+def input_summary(
+    info: MediaInfo, fps: float, audio: Path, crop: tuple[float, float]
+) -> InputSummary:
+    """The plan's record of its inputs: the face as decoded at ``fps``, and the audio's
+    ``(start, length)`` after the crop."""
     return InputSummary(
         face_path=info.path,
         face_is_still=info.is_still,
@@ -105,5 +108,6 @@ def input_summary(info: MediaInfo, fps: float, audio: Path, audio_info: AudioInf
         source_frames=info.num_frames,
         transform=info.transform,
         audio_path=audio,
-        audio_seconds=audio_info.seconds,
+        audio_seconds=crop[1],
+        audio_start=crop[0],
     )

@@ -23,6 +23,7 @@ from lipkit.interfaces import AudioEncoder, FaceProcessor, Generator, OutputEnco
 from lipkit.logs import get_logger
 from lipkit.plans import MemoryPlan, MemoryRequest, Plan, StageChoice
 from lipkit.plugins import Registry, require
+from lipkit.resolve_audio import AudioChain, choose_audio_chain, crop_audio, take_audio_params
 from lipkit.resolve_device import choose_device, device_row
 from lipkit.resolve_face import choose_face
 from lipkit.resolve_generator import choose_generator, job_spec, params_for, split_params
@@ -52,6 +53,7 @@ class Selection:
     face_info: MediaInfo  # the face input, probed once (and transformed: settings.input)
     memory_request: MemoryRequest | None = None  # what the memory plan was made for
     spec: GeneratorSpec | None = None  # the generator's spec for this job (job_spec); None: its own
+    audio_chain: AudioChain | None = None  # the audio front-end; None: the whole track as is
 
     @property
     def generator_spec(self) -> GeneratorSpec:
@@ -84,6 +86,7 @@ class _Backend:
         encoder: OutputEncoder,
         face_info: MediaInfo,
         memory_request: MemoryRequest,
+        audio_chain: AudioChain,
     ) -> Selection:
         """The live objects of ``plan``: this backend's, and those of the other stages."""
         return Selection(
@@ -97,6 +100,7 @@ class _Backend:
             face_info,
             memory_request,
             self.spec,
+            audio_chain,
         )
 
 
@@ -156,8 +160,9 @@ class Resolver:
     ) -> Selection:
         """Probe the inputs, choose every stage and plan the job: the plan and what it uses."""
         params = dict(params or {})
-        settings = self.settings
+        self.settings = settings = take_audio_params(params, self.settings)
         info, audio, audio_info = probe_inputs(face, audio, settings)
+        crop = crop_audio(audio_info.seconds, settings.audio, self.notices)
 
         devices = self.registry.devices()
         backend = self._choose_backend(params, info, devices)
@@ -168,12 +173,15 @@ class Resolver:
 
         info, fps, fps_reason = output_rate(info, settings, spec, self.notices)
         policy: LengthPolicy = settings.length_policy or spec.default_length_policy
-        num_frames = output_length(policy, audio_info.seconds, fps, info)
+        num_frames = output_length(policy, crop[1], fps, info)
         # a backend's own limits fail at plan time
         backend.generator.frame_batches(backend.params, num_frames)
 
         memory_row, request, memory_plan = self._plan_memory(
             backend, device, info, num_frames, output is None
+        )
+        chain, audio_steps = choose_audio_chain(
+            self.registry, settings, backend.audio_encoder.spec, spec, crop, audio_info.seconds
         )
 
         stages = [
@@ -191,7 +199,8 @@ class Resolver:
             memory=memory_plan,
             generator_params=backend.param_values(),
             settings=settings.model_dump(mode="json"),
-            inputs=input_summary(info, fps, audio, audio_info),
+            inputs=input_summary(info, fps, audio, crop),
+            audio_chain=audio_steps,
             fps=fps,
             fps_reason=fps_reason,
             video_encoder=video_encoder,
@@ -202,7 +211,7 @@ class Resolver:
             warnings=list(info.warnings),
         )
         log.info("plan resolved", backend=spec.name, device=device.id, frames=num_frames)
-        return backend.selection(plan, face_proc, out_enc, info, request)
+        return backend.selection(plan, face_proc, out_enc, info, request, chain)
 
     def _choose_backend(
         self, params: dict[str, Any], info: MediaInfo, devices: list[DeviceInfo]

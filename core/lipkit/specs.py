@@ -74,6 +74,13 @@ class AudioEncoderSpec(_ImplementationSpec):
     sample_rate: int = 16000
     feature_rate: float = Field(description="feature frames per second of audio")
     frame_shape: tuple[int, ...] = Field(description="shape of one video frame's conditioning")
+    loudness_lufs: float | None = Field(
+        default=None,
+        ge=-70.0,
+        le=0.0,
+        description="the integrated loudness (BS.1770, LUFS) its reference normalises the speech "
+        "to before encoding; the pipeline's loudness stage does it (setting audio.loudness)",
+    )
 
 
 class FaceProcessorSpec(_ImplementationSpec):
@@ -149,6 +156,20 @@ class EncoderSpec(_ImplementationSpec):
 
     kind: Literal["file", "frames"]
     suffixes: tuple[str, ...] = ()
+
+
+class AudioStageSpec(_ImplementationSpec):
+    """A stage of the audio front-end (``spec/audio-stages.md``): a vocal separator or a
+    voice-activity detector. It works on the speech before the audio encoder sees it."""
+
+    sample_rate: int = Field(default=16000, gt=0, description="the rate it works at, Hz")
+    channels: int = Field(default=1, ge=1, le=2, description="channels it reads")
+    rank: int = Field(default=0, description="preference when the user names none; higher wins")
+    realtime_factor: float = Field(
+        default=1.0,
+        gt=0,
+        description="rough seconds of work per second of audio on a CPU (for progress and plans)",
+    )
 
 
 class MemoryPolicySpec(_ImplementationSpec):

@@ -203,10 +203,11 @@ def first_frame(path: Path) -> np.ndarray:
         reader.close()
 
 
-def speech_samples(wav: Path, seconds: float | None) -> np.ndarray:
+def speech_samples(wav: Path, seconds: float | None, start: float = 0.0) -> np.ndarray:
+    """The speech of ``wav`` from ``start`` (the audio crop), cut to ``seconds`` if given."""
     from lipkit.media.audio import load_audio
 
-    audio = load_audio(wav, sample_rate=SPEECH_RATE)
+    audio = load_audio(wav, sample_rate=SPEECH_RATE, start=start)
     if seconds is not None:
         audio = audio[: max(1, round(seconds * SPEECH_RATE))]
     return audio

@@ -55,6 +55,7 @@ log = get_logger(__name__)
 
 CATEGORY = "lipkit"
 LENGTH_MODES = ("loop", "pingpong", "trim", "freeze")
+SILENCE_MODES = ("model", "keep", "closed")
 quiet_logging()
 
 
@@ -114,7 +115,38 @@ def _sync_inputs() -> dict[str, Any]:
                 },
             ),
             "filename_prefix": ("STRING", {"default": "lipkit/lipsync"}),
+            **_audio_inputs(),
         },
+    }
+
+
+def _audio_inputs() -> dict[str, Any]:
+    """The audio front-end's inputs: what the AudioCrop and AudioSeparation nodes did."""
+    return {
+        "audio_start": (
+            "STRING",
+            {"default": "", "tooltip": "use the audio from this time (seconds or M:SS)"},
+        ),
+        "audio_end": (
+            "STRING",
+            {"default": "", "tooltip": "use the audio up to this time; the video follows it"},
+        ),
+        "separate_vocals": (
+            "BOOLEAN",
+            {
+                "default": False,
+                "tooltip": "the model hears only the vocals (lipkit-demucs); the output keeps "
+                "the original mix",
+            },
+        ),
+        "silence": (
+            list(SILENCE_MODES),
+            {
+                "default": "model",
+                "tooltip": "frames without speech: the model decides, keep the source mouth, "
+                "or a closed mouth (lipkit-silero-vad)",
+            },
+        ),
     }
 
 
@@ -203,16 +235,22 @@ class LipSync:
     @staticmethod
     def _outputs(result: Any, job: JobInputs) -> tuple[np.ndarray, np.ndarray]:
         """The IMAGE frames and 16 kHz speech to return."""
-        trimmed = result.duration if result.plan.length_policy == "trim" else None
-        speech_file = job.audio or job.face
+        plan = result.plan
+        cropped = any(step.stage == "crop" and step.on for step in plan.audio_chain)
+        seconds = plan.inputs.audio_seconds if cropped else None
+        if plan.length_policy == "trim":
+            seconds = result.duration
+        speech_file, start = job.audio or job.face, plan.inputs.audio_start
         if result.frames is not None:
             frames = result.frames
-            speech = result.audio if result.audio is not None else speech_samples(speech_file, None)
-            if trimmed is not None:
-                speech = speech[: max(1, round(trimmed * SPEECH_RATE))]
+            speech = result.audio
+            if speech is None:
+                speech = speech_samples(speech_file, None, start)
+            if seconds is not None:
+                speech = speech[: max(1, round(seconds * SPEECH_RATE))]
             return frames, speech
         assert result.output is not None
-        return first_frame(result.output), speech_samples(speech_file, trimmed)
+        return first_frame(result.output), speech_samples(speech_file, seconds, start)
 
 
 class LipSyncPlan:

@@ -84,6 +84,10 @@ class SyncRequest(BaseModel):
     output_mode: Literal["auto", "frames", "file"] = "auto"
     auto_max_mib: int = Field(default=DEFAULT_AUTO_MAX_MIB, ge=1)
     filename_prefix: str = "lipkit/lipsync"
+    audio_start: str = ""
+    audio_end: str = ""
+    separate_vocals: bool = False
+    silence: Literal["model", "keep", "closed"] = "model"
 
     @field_validator("params", mode="before")
     @classmethod
@@ -101,7 +105,14 @@ class SyncRequest(BaseModel):
     def sync_kwargs(self, fps: float | None = None) -> dict[str, Any]:
         """lipkit's keyword arguments: the params, the seed and the frame rate (``fps``: the
         VIDEO input's own, else the node's input)."""
-        return {**self.params, "seed": self.seed, "fps": fps or self.fps}
+        kwargs = {**self.params, "seed": self.seed, "fps": fps or self.fps}
+        times = {"start": self.audio_start.strip(), "end": self.audio_end.strip()}
+        audio: dict[str, Any] = {k: v for k, v in times.items() if v}
+        if self.separate_vocals:
+            audio["separate_vocals"] = True
+        if self.silence != "model":
+            audio["silence"] = self.silence
+        return {**kwargs, "audio_settings": audio} if audio else kwargs
 
 
 def make_request(**inputs: Any) -> SyncRequest:

@@ -51,6 +51,8 @@ SMALLEST_RUNS: dict[str, list[str]] = {
     "bench_memory_scaling.py": ["{tmp}", "--lengths", "1", "--x264-preset", "ultrafast"],
     "bench_overlap.py": [FACE, SPEECH, "--frames", "25", "--x264-preset", "ultrafast"],
     "bench_precision.py": ["--crops", "8", "--precisions", "bf16"],
+    "bench_audio_frontend.py": ["--minutes", "0.05"],
+    "bench_separation.py": ["--minutes", "0.05"],
     "bench_progress.py": ["--help"],  # full-size Wav2Lip jobs, three times over
     "bench_s3fd.py": ["--batches", "1", "--seconds", "0", "--detect-size", "64"],
     "check_infinitetalk_lengths.py": ["--help"],  # a minute per length on 2 cores

@@ -12,6 +12,12 @@ One module per hook family; every name is importable from ``lipkit.interfaces``.
 from __future__ import annotations
 
 from lipkit.interfaces.audio import AudioEncoder, AudioFeatures
+from lipkit.interfaces.audio_stages import (
+    AudioSource,
+    StageProgress,
+    VocalSeparator,
+    VoiceActivityDetector,
+)
 from lipkit.interfaces.encoding import FinalizeRequest, FrameSink, OutputEncoder, StreamInfo
 from lipkit.interfaces.face import Detection, FaceProcessor, FaceSession, as_frame_batch
 from lipkit.interfaces.generation import (
@@ -26,6 +32,7 @@ from lipkit.interfaces.params import NoParams, ParamsT, as_params
 __all__ = [
     "AudioEncoder",
     "AudioFeatures",
+    "AudioSource",
     "Detection",
     "FaceProcessor",
     "FaceSession",
@@ -41,7 +48,10 @@ __all__ = [
     "OomEvent",
     "OutputEncoder",
     "ParamsT",
+    "StageProgress",
     "StreamInfo",
+    "VocalSeparator",
+    "VoiceActivityDetector",
     "as_frame_batch",
     "as_params",
 ]

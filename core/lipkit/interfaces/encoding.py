@@ -52,6 +52,7 @@ class FinalizeRequest:
     audio_path: Path | None  # file whose first audio stream is muxed in
     audio_seconds: float  # the audio is cut to this length
     settings: OutputSettings
+    audio_start: float = 0.0  # the audio starts this far into audio_path (the crop)
 
 
 class OutputEncoder(ABC):

@@ -31,7 +31,15 @@ from lipkit.media.track import AudioTrack, as_track
 
 log = get_logger(__name__)
 
-__all__ = ["AudioTrack", "as_track", "load_audio", "open_audio", "resample"]
+__all__ = [
+    "AudioTrack",
+    "TrackBuilder",
+    "as_track",
+    "load_audio",
+    "open_audio",
+    "resample",
+    "stream_audio",
+]
 
 _CHUNK_BYTES = 1 << 20
 _WAVE_FORMAT_IEEE_FLOAT = 3
@@ -45,15 +53,19 @@ def load_audio(
     *,
     sample_rate: int = 16000,
     max_seconds: float | None = None,
+    start: float = 0.0,
 ) -> np.ndarray:
     """The first audio stream of ``path`` as float32 mono in [-1, 1] at ``sample_rate`` Hz.
 
-    ``max_seconds`` keeps only the beginning. Works on audio files and on a video's own track.
+    ``start`` skips that many seconds (exactly: decoded and dropped) and ``max_seconds`` keeps
+    only what follows, up to that length. Works on audio files and on a video's own track.
     Raises :class:`InputError` for a missing/unreadable file, a file without an audio stream or
     with zero-length audio, and :class:`MediaError` when decoding fails. The whole track is in
     memory; for long audio use :func:`open_audio`.
     """
-    with _decode(path, sample_rate=sample_rate, max_seconds=max_seconds, spill_dir=None) as track:
+    with _decode(
+        path, sample_rate=sample_rate, max_seconds=max_seconds, start=start, spill_dir=None
+    ) as track:
         return track.read_all()
 
 
@@ -63,6 +75,7 @@ def open_audio(
     spill_dir: str | os.PathLike[str],
     sample_rate: int = 16000,
     max_seconds: float | None = None,
+    start: float = 0.0,
 ) -> AudioTrack:
     """Like :func:`load_audio`, as an :class:`AudioTrack` that is never held whole in memory.
 
@@ -70,7 +83,9 @@ def open_audio(
     ``spill_dir`` (created if missing), deleted by :meth:`AudioTrack.close` or on any error.
     Same errors as :func:`load_audio`.
     """
-    return _decode(path, sample_rate=sample_rate, max_seconds=max_seconds, spill_dir=spill_dir)
+    return _decode(
+        path, sample_rate=sample_rate, max_seconds=max_seconds, start=start, spill_dir=spill_dir
+    )
 
 
 def _decode(
@@ -78,17 +93,14 @@ def _decode(
     *,
     sample_rate: int,
     max_seconds: float | None,
+    start: float,
     spill_dir: str | os.PathLike[str] | None,
 ) -> AudioTrack:
     """Decode, mix, resample and store the first audio stream of ``path`` block by block."""
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     p = check_input_file(path, "audio")
-    args = ["-i", file_arg(p), "-map", "0:a:0", "-vn", "-sn", "-dn"]
-    if max_seconds is not None:
-        if max_seconds <= 0:
-            raise ValueError(f"max_seconds must be positive, got {max_seconds}")
-        args += ["-t", seconds_arg(max_seconds)]
+    args = ["-i", file_arg(p), *_range_args(start, max_seconds)]
     args += ["-c:a", "pcm_f32le", "-fflags", "+bitexact", "-f", "wav", "pipe:1"]
     writer = _TrackWriter(sample_rate, None if spill_dir is None else Path(spill_dir))
     decoder = FfmpegProcess(args, stdout=True)
@@ -111,6 +123,84 @@ def _decode(
         spilled=not track.in_memory,
     )
     return track
+
+
+def _range_args(start: float, max_seconds: float | None) -> list[str]:
+    """ffmpeg output options for the first audio stream from ``start`` for ``max_seconds``."""
+    args = ["-map", "0:a:0", "-vn", "-sn", "-dn"]
+    if start < 0:
+        raise ValueError(f"start must not be negative, got {start}")
+    if start > 0:  # after -i: decoded and dropped, so exact to the sample
+        args += ["-ss", seconds_arg(start)]
+    if max_seconds is not None:
+        if max_seconds <= 0:
+            raise ValueError(f"max_seconds must be positive, got {max_seconds}")
+        args += ["-t", seconds_arg(max_seconds)]
+    return args
+
+
+def stream_audio(
+    path: str | os.PathLike[str],
+    *,
+    sample_rate: int,
+    channels: int,
+    start: float = 0.0,
+    seconds: float | None = None,
+) -> Iterator[np.ndarray]:
+    """The first audio stream of ``path`` as ``float32 [n, channels]`` blocks at
+    ``sample_rate`` (ffmpeg resamples and up- or down-mixes), from ``start`` for ``seconds``.
+
+    For audio stages that work at their own rate (a separator at 44.1 kHz stereo): at most
+    about 1 MiB is decoded at a time, whatever the length. Same errors as :func:`load_audio`.
+    """
+    if sample_rate <= 0 or channels < 1:
+        raise ValueError(f"bad layout: {sample_rate} Hz, {channels} channels")
+    p = check_input_file(path, "audio")
+    args = ["-i", file_arg(p), *_range_args(start, seconds)]
+    args += ["-ar", str(sample_rate), "-ac", str(channels)]
+    args += ["-c:a", "pcm_f32le", "-fflags", "+bitexact", "-f", "wav", "pipe:1"]
+    decoder = FfmpegProcess(args, stdout=True)
+    count = 0
+    try:
+        layout = _read_wav_header(decoder.stdout, p)
+        if layout is not None:
+            for block in _frame_blocks(decoder.stdout, layout[1]):
+                count += len(block)
+                yield block
+        status = decoder.wait()
+        _check_decoded(p, decoder.stderr_text(), status, None if layout is None else 1, count)
+    finally:
+        decoder.kill()
+
+
+class TrackBuilder:
+    """Builds a 16 kHz (``sample_rate``) mono :class:`AudioTrack` from blocks at ``source_rate``.
+
+    Blocks are resampled with the same streaming filter :func:`open_audio` uses (none when the
+    rates are equal), clipped to [-1, 1] unless ``clip`` is False, and kept in memory up to a
+    minute; longer tracks spill to a file in ``spill_dir`` that the finished track owns. Call
+    :meth:`discard` on failure.
+    """
+
+    def __init__(
+        self, source_rate: int, spill_dir: Path, sample_rate: int = 16000, *, clip: bool = True
+    ) -> None:
+        self._resampler = StreamingResampler(source_rate, sample_rate)
+        self._writer = _TrackWriter(sample_rate, Path(spill_dir), clip)
+
+    def add(self, mono: np.ndarray) -> None:
+        """Append mono float samples at the source rate."""
+        block = np.array(mono, dtype=np.float32)  # a copy: the writer clips in place
+        self._writer.write(self._resampler.push(block))
+
+    def finish(self) -> AudioTrack:
+        """The track (the builder is spent)."""
+        self._writer.write(self._resampler.finish())
+        return self._writer.finish()
+
+    def discard(self) -> None:
+        """Drop what was added and delete any spill file."""
+        self._writer.discard()
 
 
 def _check_decoded(
@@ -148,8 +238,9 @@ def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarra
 class _TrackWriter:
     """Collects output blocks: in memory up to a limit, then into a spill file (if allowed)."""
 
-    def __init__(self, sample_rate: int, spill_dir: Path | None) -> None:
+    def __init__(self, sample_rate: int, spill_dir: Path | None, clip: bool = True) -> None:
         self.sample_rate = sample_rate
+        self.clip = clip
         self.spill_dir = spill_dir
         self.count = 0
         self.finite = True
@@ -158,10 +249,11 @@ class _TrackWriter:
         self._path: Path | None = None
 
     def write(self, block: np.ndarray) -> None:
-        """Clip ``block`` to [-1, 1] and store it."""
+        """Clip ``block`` to [-1, 1] (unless told not to) and store it."""
         if block.size == 0:
             return
-        np.clip(block, -1.0, 1.0, out=block)
+        if self.clip:
+            np.clip(block, -1.0, 1.0, out=block)
         self.finite = self.finite and bool(np.all(np.isfinite(block)))
         self.count += block.size
         if self._file is not None:
@@ -254,8 +346,8 @@ def _read_wav_header(stream: IO[bytes], path: Path) -> tuple[int, int] | None:
     return rate, channels
 
 
-def _mono_blocks(stream: IO[bytes], channels: int) -> Iterator[np.ndarray]:
-    """The WAV samples after the header, channels averaged, as float32 blocks."""
+def _frame_blocks(stream: IO[bytes], channels: int) -> Iterator[np.ndarray]:
+    """The WAV samples after the header as float32 ``[n, channels]`` blocks (read-only views)."""
     frame = 4 * channels
     leftover = b""
     while True:
@@ -265,7 +357,12 @@ def _mono_blocks(stream: IO[bytes], channels: int) -> Iterator[np.ndarray]:
         data = leftover + data
         usable = len(data) - len(data) % frame
         leftover = data[usable:]
-        samples = np.frombuffer(data[:usable], dtype="<f4").reshape(-1, channels)
+        yield np.frombuffer(data[:usable], dtype="<f4").reshape(-1, channels)
+
+
+def _mono_blocks(stream: IO[bytes], channels: int) -> Iterator[np.ndarray]:
+    """The WAV samples after the header, channels averaged, as float32 blocks."""
+    for samples in _frame_blocks(stream, channels):
         if channels > 1:
             yield samples.mean(axis=1, dtype=np.float32)
         else:

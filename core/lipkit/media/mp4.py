@@ -279,6 +279,8 @@ def finalize_mp4(request: FinalizeRequest) -> Path:
         "-f", "concat", "-safe", "0", "-i", file_arg(listing),
     ]  # fmt: skip
     if request.audio_path is not None:
+        if request.audio_start > 0:  # input seeking; the transcode drops what comes before it
+            args += ["-ss", seconds_arg(request.audio_start)]
         if request.audio_seconds > 0:
             args += ["-t", seconds_arg(request.audio_seconds)]
         args += ["-i", file_arg(request.audio_path)]

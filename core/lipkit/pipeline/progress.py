@@ -1,13 +1,15 @@
 """Progress reports and cancellation for one job.
 
-The pipeline reports per detection batch (phase ``faces``), per generated batch and, inside a
-batch, per unit of the generator's own work (a slice of faces, a denoising step: phase
-``render``), then once for the final join (``finalize``). :class:`ProgressReporter` turns
-those into :class:`Progress` reports with the rate and the time left, sends at most one per
-``interval`` seconds and phase (the first and the last of a phase always go), and is where a
-cancel request is noticed: :meth:`ProgressReporter.check` raises :class:`Cancelled` once the
-job's ``cancel`` function says so. A progress callback may itself raise to stop the job (hosts
-that poll an interrupt flag do): the exception leaves ``sync`` unchanged.
+The pipeline reports the audio front-end's work in seconds of audio (phase ``audio``: vocal
+separation, voice activity; only when one is on), per detection batch (phase ``faces``), per
+generated batch and, inside a batch, per unit of the generator's own work (a slice of faces, a
+denoising step: phase ``render``), then once for the final join (``finalize``).
+:class:`ProgressReporter` turns those into :class:`Progress` reports with the rate and the time
+left, sends at most one per ``interval`` seconds and phase (the first and the last of a phase
+always go), and is where a cancel request is noticed: :meth:`ProgressReporter.check` raises
+:class:`Cancelled` once the job's ``cancel`` function says so. A progress callback may itself
+raise to stop the job (hosts that poll an interrupt flag do): the exception leaves ``sync``
+unchanged.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ from dataclasses import dataclass, field
 import psutil
 from pydantic import BaseModel, ConfigDict, Field
 
-PHASES = ("faces", "render", "finalize")
+PHASES = ("audio", "faces", "render", "finalize")
 REPORT_INTERVAL = 0.25
 """Seconds between two reports of one phase (a host's bar needs no more)."""
 
 
 class Progress(BaseModel):
-    """One progress report: ``done`` of ``total`` frames of ``phase`` ('faces': frames
-    analysed, 'render': frames generated, 'finalize': the join, 0 or 1 of 1)."""
+    """One progress report: ``done`` of ``total`` frames of ``phase`` ('audio': seconds of
+    audio through the front-end, 'faces': frames analysed, 'render': frames generated,
+    'finalize': the join, 0 or 1 of 1)."""
 
     model_config = ConfigDict(frozen=True)
 

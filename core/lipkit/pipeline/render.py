@@ -71,6 +71,7 @@ class RenderContext:
     generation: GenerationStage
     fixed: bool  # the generator has fixed batches
     free_memory: Callable[[DeviceInfo], int | None]  # free bytes on a device (None: unknown)
+    keep_source: np.ndarray | None = None  # bool per output frame: no speech, source kept
 
 
 class SegmentRender:
@@ -90,6 +91,7 @@ class SegmentRender:
         self.generation = job.generation
         self.fixed = job.fixed
         self.free_memory = job.free_memory
+        self.keep_source = job.keep_source
         self._framed: FramedSource | None = None  # whole-frame generators' batch.source
 
     def _stop_requested(self) -> bool:
@@ -260,6 +262,9 @@ class SegmentRender:
             raise ThreadStopped from None
         with_face = np.flatnonzero(track.valid[src])
         frames = chunk.frames
+        speaking = self._speaking(chunk.frames_out)
+        if speaking is not None and not (self.fixed or spec.history_frames):
+            with_face = with_face[speaking[with_face]]  # nothing to generate where none speaks
         self.render.add(len(src) - len(with_face))  # frames without a face are kept as they are
         if len(with_face) == 0:
             self.render.report()
@@ -281,8 +286,18 @@ class SegmentRender:
         with self.stats.timed("paste", len(rows)):
             radius = self.settings.face.blend_radius
             mask = warp.region_mask(spec.crop_size, spec.mouth_region, radius)
+            if speaking is not None:  # a generator with fixed batches made them all: paste some
+                pasted = [j for j, row in enumerate(rows) if speaking[row]]
+                generated, matrices = generated[pasted], [matrices[j] for j in pasted]
+                rows = [rows[j] for j in pasted]
             paste_faces(frames, rows, generated, matrices, mask)
         return frames
+
+    def _speaking(self, frames_out: np.ndarray) -> np.ndarray | None:
+        """Per chunk row: True where speech is heard (``silence=keep``); None: no voice stage."""
+        if self.keep_source is None:
+            return None
+        return ~self.keep_source[frames_out]
 
     def _timed_generate(
         self,

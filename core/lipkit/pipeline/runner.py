@@ -30,9 +30,9 @@ from lipkit.interfaces import (
     StreamInfo,
 )
 from lipkit.logs import get_logger
-from lipkit.media.audio import AudioTrack, open_audio
 from lipkit.media.info import MediaInfo
 from lipkit.media.video_codecs import encode_settings
+from lipkit.pipeline.audio_chain import HeardAudio, run_audio_chain
 from lipkit.pipeline.devmem import free_memory
 from lipkit.pipeline.faces import LiveTrack, start_analysis
 from lipkit.pipeline.generate import GenerationStage, is_oom, job_device
@@ -60,6 +60,7 @@ from lipkit.pipeline.stages import (
 from lipkit.pipeline.threads import StageThreads
 from lipkit.pipeline.workdir import WorkDir, content_key, file_digest, unusable_work_dir
 from lipkit.plans import MemoryPlan, SyncResult
+from lipkit.resolve_audio import AudioChain
 from lipkit.resolver import Selection
 
 log = get_logger(__name__)
@@ -135,17 +136,19 @@ class Pipeline:
             self.memory.chunk_frames,
             self.memory.precision,
             plan.seed,
+            [(s.stage, s.on, s.implementation, s.version) for s in plan.audio_chain],
+            self.settings.audio.model_dump(mode="json"),
         )
 
     # ------------------------------------------------------------------ run
 
     def run(self) -> SyncResult:
-        self._track: AudioTrack | None = None
+        self._heard: HeardAudio | None = None
         try:
             return self._run()
-        finally:  # the speech track's spill file goes in every path
-            if self._track is not None:
-                self._track.close()
+        finally:  # the audio tracks' spill files go in every path
+            if self._heard is not None:
+                self._heard.close()
 
     def _run(self) -> SyncResult:
         self._started = time.perf_counter()
@@ -179,20 +182,39 @@ class Pipeline:
             raise
         if work is not None:
             work.release(remove=not self.settings.keep_work)
-        assert self._track is not None
+        assert self._heard is not None
         return self._result(
             resumed,
             output=self.output if file_output else None,
             frames=None if file_output else result,
-            audio=None if file_output else self._track.read_all(),
+            audio=None if file_output else self._heard.mix.read_all(),
             work_dir=work.path if work is not None and self.settings.keep_work else None,
         )
 
     def _encode_audio(self) -> AudioFeatures:
-        """Open the speech track and hand it to the audio encoder (features are lazy)."""
-        with self.stats.timed("audio", self.plan.num_frames):
-            self._track = open_audio(self.plan.inputs.audio_path, spill_dir=self._work_root())
-            return encode_audio(self.sel, self._track)
+        """Run the audio front-end and hand what it gives to the audio encoder (features are
+        lazy)."""
+        plan = self.plan
+        chain = self.sel.audio_chain or AudioChain(0.0, plan.inputs.audio_seconds)
+        self._heard = run_audio_chain(
+            chain,
+            plan.inputs.audio_path,
+            work_root=self._work_root(),
+            device=plan.device,
+            num_frames=plan.num_frames,
+            fps=plan.fps,
+            stats=self.stats,
+            report=lambda done, total: self.reporter.report("audio", done, total),
+        )
+        with self.stats.timed("audio", 0):
+            return encode_audio(self.sel, self._heard.heard)
+
+    def _silent_frames(self) -> np.ndarray | None:
+        """Frames whose source mouth stays (``silence=keep``), or None."""
+        chain = self.sel.audio_chain
+        if chain is None or chain.silence != "keep" or self._heard is None:
+            return None
+        return self._heard.silent
 
     def _work_root(self) -> Path:
         return self.settings.work_dir or self.settings.jobs_dir
@@ -354,6 +376,7 @@ class Pipeline:
             generation=self.generation,
             fixed=self._fixed is not None,
             free_memory=free_memory,
+            keep_source=self._silent_frames(),
         )
         written = SegmentRender(job).run(live, features, stream, work, layout, resume)
         merged = {**resume.done, **written}

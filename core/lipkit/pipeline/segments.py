@@ -156,4 +156,5 @@ def finalize_request(
         if plan.length_policy == "trim"
         else plan.inputs.audio_seconds,
         settings=settings.output,
+        audio_start=plan.inputs.audio_start,
     )

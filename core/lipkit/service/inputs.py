@@ -5,13 +5,16 @@
 as paths: the inputs are stored as ``face<ext>`` / ``audio<ext>`` in the job's folder, keeping
 only a sanitised extension. :func:`check_inputs` applies the service's limits and resolves the
 whole job as it will run, so a bad job is refused at submission and not in a worker.
+:func:`fetch_input`, :func:`check_face`, :func:`check_audio` and :func:`resolve_job` are its
+parts, shared with the other hosts that take URL inputs (the RunPod worker in
+``integrations/runpod``); none of them uses FastAPI (only :func:`read_inputs` does).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from fastapi import Request
@@ -24,6 +27,9 @@ from lipkit.errors import InputError
 from lipkit.service.fetch import InputTooLarge, fetch_url, safe_suffix
 from lipkit.service.http_errors import http_error, short
 from lipkit.service.models import JobOptions, JobRequest, ServiceConfig
+
+if TYPE_CHECKING:
+    from lipkit.resolver import Selection
 
 _COPY_CHUNK = 1 << 20
 
@@ -58,17 +64,9 @@ def fetch_input(config: ServiceConfig, url: str, folder: Path, stem: str) -> Pat
     )
 
 
-def check_inputs(
-    config: ServiceConfig,
-    settings: LipkitSettings,
-    face: Path,
-    audio: Path,
-    options: JobOptions,
-    folder: Path,
-) -> None:
-    """Limits first (cheap probes), then the whole job is resolved as it will run."""
-    from lipkit.api import prepare
-    from lipkit.media.probe import probe_audio, probe_media
+def check_face(config: ServiceConfig, face: Path) -> None:
+    """The face input's limits (a cheap probe): pixels, and a video's length."""
+    from lipkit.media.probe import probe_media
 
     info = probe_media(face, max_image_pixels=max(config.max_face_pixels, 1))
     if info.width * info.height > config.max_face_pixels:
@@ -81,12 +79,46 @@ def check_inputs(
         raise InputError(
             f"the face video is {info.duration:.1f} s; the limit is {config.max_face_seconds:g} s"
         )
+
+
+def check_audio(config: ServiceConfig, audio: Path) -> None:
+    """The audio input's limit (a cheap probe): its length."""
+    from lipkit.media.probe import probe_audio
+
     seconds = probe_audio(audio).seconds
     if seconds > config.max_audio_seconds:
         raise InputError(
             f"the audio is {seconds:.1f} s; the limit is {config.max_audio_seconds:g} s",
             hint="split it into shorter jobs",
         )
+
+
+def resolve_job(
+    config: ServiceConfig,
+    settings: LipkitSettings,
+    face: Path,
+    audio: Path,
+    options: JobOptions,
+    folder: Path,
+) -> Selection:
+    """The whole job resolved as it will run (backend, parameters, weights, memory plan)."""
+    from lipkit.api import prepare
+
+    selection, _, _ = prepare(
+        face,
+        audio,
+        folder / "result.mp4",
+        backend=options.backend,
+        settings=settings,
+        params=options.backend_params(),
+        **job_overrides(config, options),
+    )
+    return selection
+
+
+def job_overrides(config: ServiceConfig, options: JobOptions) -> dict[str, Any]:
+    """The settings a job's options and the service's first device override (seed, length
+    policy, device), as keyword arguments of :func:`lipkit.prepare` and :func:`lipkit.sync`."""
     overrides: dict[str, Any] = {}
     if options.seed is not None:
         overrides["seed"] = options.seed
@@ -95,15 +127,21 @@ def check_inputs(
     device = config.devices[0]
     if device != "auto":
         overrides["device"] = device
-    prepare(
-        face,
-        audio,
-        folder / "result.mp4",
-        backend=options.backend,
-        settings=settings,
-        params=options.backend_params(),
-        **overrides,
-    )
+    return overrides
+
+
+def check_inputs(
+    config: ServiceConfig,
+    settings: LipkitSettings,
+    face: Path,
+    audio: Path,
+    options: JobOptions,
+    folder: Path,
+) -> Selection:
+    """Limits first (cheap probes), then the whole job is resolved as it will run."""
+    check_face(config, face)
+    check_audio(config, audio)
+    return resolve_job(config, settings, face, audio, options, folder)
 
 
 def options_from_form(form: Any) -> tuple[JobOptions, str | None, str | None]:

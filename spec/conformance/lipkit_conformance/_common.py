@@ -29,6 +29,8 @@ FAMILIES = (
     "face_processors",
     "generators",
     "output_encoders",
+    "vocal_separators",
+    "voice_detectors",
 )
 _RENAMED = {"encoders": "output_encoders"}  # before 0.2
 
@@ -57,9 +59,10 @@ def implementations(family: str, allow: list[str] | None = None) -> list[tuple[s
     """``(name, implementation)`` of every registered implementation of ``family``, by name.
 
     ``family`` is one of ``memory_policies``, ``audio_encoders``, ``face_processors``,
-    ``generators``, ``output_encoders`` (``encoders``, its name before 0.2, still works);
-    ``allow`` names third-party plugins (entry-point names) to load besides the builtins. Use
-    it to parametrise a contract over everything installed.
+    ``generators``, ``output_encoders``, ``vocal_separators``, ``voice_detectors``
+    (``encoders``, its name before 0.2, still works); ``allow`` names third-party plugins
+    (entry-point names) to load besides the builtins. Use it to parametrise a contract over
+    everything installed.
     """
     family = _RENAMED.get(family, family)
     if family not in FAMILIES:

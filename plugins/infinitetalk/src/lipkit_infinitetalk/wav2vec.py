@@ -20,6 +20,10 @@ What the reference does (MeiGen-AI/InfiniteTalk: ``generate_infinitetalk.py`` ``
 5. Video frame ``t`` is conditioned on rows ``t-2 .. t+2`` clamped to ``[0, seq_len - 1]``:
    ``[5, 12, 768]`` per frame.
 
+Step 1 is the pipeline's loudness stage in a job (:mod:`lipkit.pipeline.audio_chain`, setting
+``audio.loudness``; ``auto`` takes this encoder's ``spec.loudness_lufs``, -23); the encoder does
+it itself only when its ``loudness_lufs`` param is set (direct use).
+
 Here ``seq_len = int(len(audio) / 16000 * fps)`` (the reference's formula, at the job's frame rate;
 InfiniteTalk itself runs at 25), at least 1. Frames past ``seq_len`` (the job may ask for one more
 frame than ``int`` gives) use the last rows, like the clamp. Tracks shorter than the CNN's
@@ -29,7 +33,7 @@ the 400 ms gating block are not loudness-normalised (the reference fails on both
 **Streaming.** ``encode`` takes an array or a :class:`lipkit.media.audio.AudioTrack` and never
 holds the whole track (memory is flat in the audio's length):
 
-- one pass in 10 s blocks measures the loudness (:mod:`.loudness`: BS.1770 with stateful
+- one pass in 10 s blocks measures the loudness (:mod:`lipkit.audio.loudness`: BS.1770 with stateful
   K-weighting filters and gating, equal to pyloudnorm's) and the mean and variance; a second runs
   the CNN's first convolution for its GroupNorm statistics (:mod:`.wav2vec_stream`);
 - the transformer runs on windows of ``chunk_seconds`` with ``context_seconds`` of extra audio
@@ -62,11 +66,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from lipkit.audio.checks import as_mono, check_timing
+from lipkit.audio.loudness import integrated_loudness, normalising_gain
 from lipkit.errors import InputError, ModelError
 from lipkit.interfaces import AudioEncoder, AudioFeatures, as_params
 from lipkit.logs import get_logger
 from lipkit.specs import AudioEncoderSpec, DeviceInfo, WeightFile
-from lipkit_infinitetalk.loudness import integrated_loudness, normalising_gain
 from lipkit_infinitetalk.wav2vec_features import (
     AUDIO_WINDOW,
     Chunk,
@@ -156,11 +160,12 @@ class Wav2VecParams(BaseModel):
         f"{ENCODER_NAME} folder",
     )
     loudness_lufs: float | None = Field(
-        default=TARGET_LUFS,
+        default=None,
         ge=-70.0,
         le=0.0,
-        description="normalise the speech to this integrated loudness first, as the reference "
-        "does (-23); none = off",
+        description="normalise the speech to this integrated loudness inside the encoder (for "
+        "direct use of the encoder); in a job the pipeline's loudness stage does it instead "
+        "(audio.loudness: auto = -23 LUFS, as the reference)",
     )
     chunk_seconds: float = Field(
         default=30.0,
@@ -303,7 +308,8 @@ class Wav2Vec2AudioEncoder(AudioEncoder):
         frame_shape=(AUDIO_WINDOW, 12, 768),
         description="chinese-wav2vec2-base hidden states of its 12 layers, interpolated to the "
         "video frame rate before the transformer as InfiniteTalk does, 5 rows per video frame; "
-        "loudness-normalised to -23 LUFS",
+        "loudness-normalised to -23 LUFS (by the pipeline's loudness stage)",
+        loudness_lufs=TARGET_LUFS,
         weights=(WAV2VEC_CONFIG, WAV2VEC_BIN, WAV2VEC_SAFETENSORS),
     )
     params_model: ClassVar[type[BaseModel]] = Wav2VecParams

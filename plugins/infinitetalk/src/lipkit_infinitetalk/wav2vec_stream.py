@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
+from lipkit.audio.loudness import integrated_loudness, normalising_gain
 from lipkit.errors import InputError
 from lipkit.logs import get_logger
-from lipkit_infinitetalk.loudness import integrated_loudness, normalising_gain
 from lipkit_infinitetalk.wav2vec_model import conv_frames, conv_geometry
 
 if TYPE_CHECKING:

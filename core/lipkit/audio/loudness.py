@@ -6,9 +6,10 @@ the whole track with pyloudnorm's ``Meter(16000).integrated_loudness`` and scale
 :class:`LoudnessMeter` computes the same measure block by block, so a 3-hour track never has to be
 in memory:
 
-1. K-weighting: pyloudnorm's two biquads (high shelf +4 dB at 1500 Hz, Q 1/sqrt(2); high pass at
-   38 Hz, Q 0.5; their coefficients for the track's rate come from ``pyloudnorm.IIRfilter``),
-   applied with ``scipy.signal.lfilter`` carrying each filter's state from one block to the next.
+1. K-weighting: pyloudnorm's two biquads (high shelf +4 dB at 1500 Hz, Q 1/sqrt(2); high pass
+   at 38 Hz, Q 0.5), their coefficients for the track's rate designed here as
+   ``pyloudnorm.IIRfilter`` does (equal to its, so the core needs no pyloudnorm), applied with
+   ``scipy.signal.lfilter`` carrying each filter's state from one block to the next.
 2. Gating blocks of 400 ms every 100 ms (75% overlap): the filtered energy is summed per 100 ms
    hop, and block ``j`` is hops ``j .. j + 3`` (a block running past the end sums what is there,
    divided by the full block length, as pyloudnorm does). Block ``j`` starts at sample
@@ -20,14 +21,18 @@ in memory:
 The per-hop energies are kept (8 bytes per 100 ms: 0.9 MB for 3 hours) because the relative gate
 needs the absolute-gated mean first. The streamed result equals pyloudnorm's up to float
 rounding of the running filter (``tests/test_infinitetalk_fix_stream.py`` checks it over random
-lengths, to 1e-6 LU).
+lengths, to 1e-6 LU). :func:`measure_track` measures an
+:class:`~lipkit.media.track.AudioTrack`; the pipeline's loudness stage uses it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
+
+from lipkit.media.track import AudioTrack
 
 BLOCK_SECONDS = 0.4
 HOP_SECONDS = 0.1
@@ -38,15 +43,36 @@ LOUDNESS_LIMIT = 100.0
 """The reference leaves a track alone when ``abs(loudness)`` exceeds this (silence: -inf)."""
 
 
-def k_weighting(rate: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(b, a)`` of the two K-weighting biquads at ``rate``, as pyloudnorm designs them."""
-    from pyloudnorm import IIRfilter
+def _biquad(
+    kind: str, gain_db: float, q: float, freq: float, rate: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(b, a)`` of an RBJ Audio EQ Cookbook biquad, normalised by ``a0``."""
+    amp = 10.0 ** (gain_db / 40.0)
+    w0 = 2.0 * np.pi * (freq / rate)
+    cos, alpha = np.cos(w0), np.sin(w0) / (2.0 * q)
+    if kind == "high_shelf":
+        root = 2 * np.sqrt(amp) * alpha
+        b = [
+            amp * ((amp + 1) + (amp - 1) * cos + root),
+            -2 * amp * ((amp - 1) + (amp + 1) * cos),
+            amp * ((amp + 1) + (amp - 1) * cos - root),
+        ]
+        a = [(amp + 1) - (amp - 1) * cos + root, 2 * ((amp - 1) - (amp + 1) * cos)]
+        a.append((amp + 1) - (amp - 1) * cos - root)
+    else:  # high pass
+        b = [(1 + cos) / 2, -(1 + cos), (1 + cos) / 2]
+        a = [1 + alpha, -2 * cos, 1 - alpha]
+    return np.array(b) / a[0], np.array(a) / a[0]
 
-    stages = (
-        IIRfilter(4.0, 1 / np.sqrt(2), 1500.0, rate, "high_shelf"),
-        IIRfilter(0.0, 0.5, 38.0, rate, "high_pass"),
-    )
-    return [(np.asarray(s.b, np.float64), np.asarray(s.a, np.float64)) for s in stages]
+
+def k_weighting(rate: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(b, a)`` of the two K-weighting biquads at ``rate``: pyloudnorm's design (the RBJ
+    cookbook high shelf and high pass; ``tests/test_audio_chain_loudness.py`` checks they equal
+    ``pyloudnorm.IIRfilter``'s)."""
+    return [
+        _biquad("high_shelf", 4.0, 1 / np.sqrt(2), 1500.0, rate),
+        _biquad("high_pass", 0.0, 0.5, 38.0, rate),
+    ]
 
 
 class LoudnessMeter:
@@ -129,3 +155,28 @@ def normalising_gain(loudness: float | None, target: float) -> float:
     if loudness is None or not np.isfinite(loudness) or abs(loudness) > LOUDNESS_LIMIT:
         return 1.0
     return float(10.0 ** ((target - loudness) / 20.0))
+
+
+MEASURE_BLOCK = 160_000
+"""Samples read at a time when measuring or scaling a track (10 s at 16 kHz)."""
+
+
+def measure_track(track: AudioTrack) -> float | None:
+    """The integrated loudness of ``track`` in LUFS (one streaming pass); None when shorter
+    than one 400 ms gating block, ``-inf`` for silence."""
+    return integrated_loudness(track.blocks(MEASURE_BLOCK), track.sample_rate)
+
+
+def scaled_track(track: AudioTrack, gain: float, spill_dir: Path) -> AudioTrack:
+    """``track`` times ``gain`` (in float64, then float32; not clipped, as the reference) as a
+    new track; long tracks spill to ``spill_dir``."""
+    from lipkit.media.audio import TrackBuilder
+
+    builder = TrackBuilder(track.sample_rate, spill_dir, track.sample_rate, clip=False)
+    try:
+        for block in track.blocks(MEASURE_BLOCK):
+            builder.add((block.astype(np.float64) * gain).astype(np.float32))
+        return builder.finish()
+    except BaseException:
+        builder.discard()
+        raise
