@@ -271,8 +271,13 @@ def test_separation_without_a_separator_says_what_to_install(
     sample_portrait: Path, sample_speech: Path
 ) -> None:
     with pytest.raises(PluginError, match="no vocal separator") as caught:
-        lipkit.plan(sample_portrait, sample_speech, backend="preview", preset="music-video")
+        lipkit.plan(sample_portrait, sample_speech, backend="preview", separate_vocals=True)
     assert "lipkit-demucs" in (caught.value.hint or "")
+    assert "--no-separate-vocals" in (caught.value.hint or "")
+    # the music-video preset still runs where no separator is installed, and says so
+    plan = lipkit.plan(sample_portrait, sample_speech, backend="preview", preset="music-video")
+    assert not plan.audio_chain[1].on
+    assert any("hears the whole mix" in n and "lipkit-demucs" in n for n in plan.notices)
 
 
 def test_silence_keep_leaves_silent_frames_as_the_source(

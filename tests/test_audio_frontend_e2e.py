@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from audio_helpers import spy_on_heard_audio
 
 import lipkit
 from lipkit.media.audio import load_audio
@@ -161,9 +162,14 @@ def test_the_issues_command_separates_and_keeps_the_mix(
 
 
 def test_separation_gives_the_encoder_the_vocals_track(
-    sample_portrait: Path, song_with_music: Path, random_demucs: Path
+    monkeypatch: pytest.MonkeyPatch,
+    sample_portrait: Path,
+    song_with_music: Path,
+    random_demucs: Path,
 ) -> None:
-    """In memory: the audio returned is the cropped mix, the stats show the separation."""
+    """In memory: the encoder hears Demucs's vocals (not the mix), the audio returned is the
+    cropped mix, the stats show the separation."""
+    heard = spy_on_heard_audio(monkeypatch)
     registry = load_registry(allow=["demucs"])
     result = lipkit.sync(
         sample_portrait,
@@ -182,3 +188,6 @@ def test_separation_gives_the_encoder_the_vocals_track(
     )
     assert result.stats["separate"].seconds > 0
     assert result.plan.audio_chain[1].implementation == "demucs"
+    assert abs(heard[0].size - result.audio.size) <= 1
+    n = min(heard[0].size, result.audio.size)
+    assert not np.allclose(heard[0][:n], result.audio[:n], atol=1e-3)  # the stem, not the mix

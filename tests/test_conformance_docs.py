@@ -21,6 +21,7 @@ from lipkit.specs import (
     FaceProcessorSpec,
     GeneratorSpec,
     MemoryPolicySpec,
+    ScorerSpec,
     WeightFile,
 )
 from lipkit.weights import require_weight
@@ -34,6 +35,7 @@ PAGES = {
     "generators.md": GeneratorSpec,
     "encoders.md": EncoderSpec,
     "audio-stages.md": AudioStageSpec,
+    "scoring.md": ScorerSpec,
 }
 COMMON = ("name", "description", "devices", "weights")  # every spec; spec/README.md says so
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")

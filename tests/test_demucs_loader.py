@@ -123,5 +123,36 @@ def test_garbage_is_a_model_error(tmp_path: Path) -> None:
 def test_a_state_of_another_model_is_a_model_error(tmp_path: Path) -> None:
     package = th_package(tiny_demucs())
     package["state"] = tiny_hdemucs().state_dict()
-    with pytest.raises(ModelError, match="does not fit"):
+    with pytest.raises(ModelError, match="another model than its tensors"):
         load_model(save_published(package, tmp_path, "wrong001"))
+
+
+class _BuildsAModel:
+    """Pickles as a *call* of HTDemucs (REDUCE), as a crafted file could, to make a model of
+    any size inside torch.load."""
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        from demucs.htdemucs import HTDemucs
+
+        return (HTDemucs, (["vocals"],))
+
+
+def test_a_call_of_a_model_class_while_unpickling_is_refused(tmp_path: Path) -> None:
+    package = th_package(tiny_htdemucs())
+    package["kwargs"] = {"channels": _BuildsAModel()}
+    with pytest.raises(ModelError, match="refused"):
+        load_model(save_published(package, tmp_path, "call0001"))
+
+
+def test_arguments_that_are_not_plain_values_are_refused(tmp_path: Path) -> None:
+    package = th_package(tiny_htdemucs())
+    package["kwargs"] = {**package["kwargs"], "sources": [fractions.Fraction(1, 2)] * 2000}
+    with pytest.raises(ModelError, match="plain values"):
+        load_model(save_published(package, tmp_path, "plain001"))
+
+
+def test_arguments_for_a_huge_model_are_refused_before_it_is_built(tmp_path: Path) -> None:
+    package = th_package(tiny_htdemucs())
+    package["kwargs"] = {**package["kwargs"], "channels": 4096}  # ~ a 100 GB model
+    with pytest.raises(ModelError, match="another model than its tensors"):
+        load_model(save_published(package, tmp_path, "huge0001"))

@@ -31,6 +31,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:  # type checkers see the lazily imported API as it is
     from lipkit.api import plan, prepare, sync
     from lipkit.pipeline.progress import Progress
+    from lipkit.scoring import score
 
 
 def __getattr__(name: str) -> object:
@@ -40,6 +41,10 @@ def __getattr__(name: str) -> object:
         from lipkit import api
 
         return getattr(api, name)
+    if name == "score":
+        from lipkit.scoring import score
+
+        return score
     if name == "Progress":
         from lipkit.pipeline.progress import Progress
 
@@ -62,5 +67,6 @@ __all__ = [
     "hookimpl",
     "plan",
     "prepare",
+    "score",
     "sync",
 ]

@@ -129,8 +129,10 @@ def prepare(
     audio_path = _optional_path(audio, "audio")
     out_path = _optional_path(output, "output")
     _check_output(out_path, face_path, audio_path, writable=check_writable)
-    selection = Resolver(registry, resolved).resolve(face_path, audio_path, out_path, all_params)
-    return selection, resolved, registry
+    resolver = Resolver(registry, resolved)
+    selection = resolver.resolve(face_path, audio_path, out_path, all_params)
+    # the resolver's settings: with the audio settings that came as params (-p silence=keep)
+    return selection, resolver.settings, registry
 
 
 def plan(

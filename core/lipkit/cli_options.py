@@ -14,7 +14,7 @@ from typing import Any
 SUPPRESS = argparse.SUPPRESS
 
 
-def _param(text: str) -> tuple[str, Any]:
+def key_value(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, raw = text.split("=", 1)
@@ -73,7 +73,7 @@ def _add_inputs_and_backend(p: argparse.ArgumentParser) -> None:
         "-p",
         "--param",
         action="append",
-        type=_param,
+        type=key_value,
         default=[],
         metavar="KEY=VALUE",
         help="backend parameter (repeatable); values are JSON or plain strings",

@@ -11,10 +11,12 @@ hook                        returns                                     contract
 ``lipkit_output_encoders``  :class:`~lipkit.interfaces.OutputEncoder`   ``spec/encoders.md``
 ``lipkit_vocal_separators`` :class:`~lipkit.interfaces.VocalSeparator`  ``spec/audio-stages.md``
 ``lipkit_voice_detectors``  :class:`~lipkit.interfaces.VoiceActivity..` ``spec/audio-stages.md``
+``lipkit_sync_scorers``     :class:`~lipkit.interfaces.SyncScorer`      ``spec/scoring.md``
 =========================== =========================================== ====================
 
 The last two are the audio front-end: stages that work on the speech before the audio encoder
 (vocal separation, voice activity); the core adds the crop and the loudness stage itself.
+``lipkit_sync_scorers`` measures lip sync (``lipkit score``: SyncNet's LSE-C / LSE-D).
 
 The public names a plugin uses are listed in ``spec/api.md`` (generated from the code).
 
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
         Generator,
         MemoryPolicy,
         OutputEncoder,
+        SyncScorer,
         VocalSeparator,
         VoiceActivityDetector,
     )
@@ -263,7 +266,8 @@ def lipkit_vocal_separators() -> list[VocalSeparator]:
 
     :returns: a list of separators; the resolver uses one when vocal separation is on
         (``audio.separate_vocals``, ``--separate-vocals``, the ``music-video`` preset): the one
-        named by ``audio.separator``, else the highest ``spec.rank`` whose weights are there.
+        named by ``audio.separator``, else the highest ``spec.rank`` (its missing weights are
+        then an error naming them).
 
     ``separator.separate(source, params=, model_home=, device=, progress=)`` reads the cropped
     audio (:class:`lipkit.interfaces.AudioSource`) in blocks and returns the vocals as a 16 kHz
@@ -301,5 +305,29 @@ def lipkit_voice_detectors() -> list[VoiceActivityDetector]:
             return [SileroVad()]  # spec = AudioStageSpec(name="silero-vad", ...)
 
     Contract and conformance checks: ``spec/audio-stages.md``.
+    """
+    raise NotImplementedError  # a specification: plugins implement it
+
+
+@hookspec
+def lipkit_sync_scorers() -> list[SyncScorer]:
+    """Offer lip-sync scorers (:class:`lipkit.interfaces.SyncScorer` instances).
+
+    :returns: a list of scorers; ``lipkit score`` uses the one named (``--scorer``), else the
+        highest ``spec.rank`` (its missing weights are then an error naming them).
+
+    ``scorer.score(crops, audio, params=, model_home=, device=, progress=)`` gets one face
+    track's crops (``uint8 [n, crop_size, crop_size, 3]`` RGB blocks at ``spec.fps``, framed
+    as ``spec.crop_scale`` says) and the 16 kHz speech from the track's first frame, and returns
+    a :class:`lipkit.interfaces.SyncScore` (LSE-D, LSE-C, the best offset). Memory stays flat
+    in the track's length.
+
+    Example::
+
+        @lipkit.hookimpl
+        def lipkit_sync_scorers():
+            return [SyncNetScorer()]  # spec = ScorerSpec(name="syncnet", ...)
+
+    Contract and conformance checks: ``spec/scoring.md``.
     """
     raise NotImplementedError  # a specification: plugins implement it

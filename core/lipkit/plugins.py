@@ -36,6 +36,7 @@ from lipkit.interfaces import (
     Generator,
     MemoryPolicy,
     OutputEncoder,
+    SyncScorer,
     VocalSeparator,
     VoiceActivityDetector,
 )
@@ -83,6 +84,7 @@ class Registry:
     output_encoders: dict[str, OutputEncoder]
     vocal_separators: dict[str, VocalSeparator]
     voice_detectors: dict[str, VoiceActivityDetector]
+    sync_scorers: dict[str, SyncScorer]
     owners: dict[tuple[str, str], PluginInfo]
     conflicts: list[str]
     warnings: list[str] = field(default_factory=list)  # allow-list names matching nothing
@@ -267,6 +269,7 @@ _FAMILIES = {
     "lipkit_encoders": "encoder",  # the deprecated name of lipkit_output_encoders
     "lipkit_vocal_separators": "separator",
     "lipkit_voice_detectors": "voice",
+    "lipkit_sync_scorers": "scorer",
 }
 
 
@@ -310,6 +313,7 @@ def _collect(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> Registry:
         output_encoders=families["encoder"],
         vocal_separators=families["separator"],
         voice_detectors=families["voice"],
+        sync_scorers=families["scorer"],
         owners=owners,
         conflicts=conflicts,
     )

@@ -57,6 +57,23 @@ AUDIO_PARAMS = {
 """Job params (``-p KEY=VALUE``, a request's ``params``) that are audio settings, not the
 backend's: ``-p separate_vocals=true`` is ``audio.separate_vocals``."""
 
+AUDIO_FLAGS = {
+    "audio-start": "audio_start",
+    "audio-end": "audio_end",
+    "separate-vocals": "separate_vocals",
+    "no-separate-vocals": "separate_vocals",
+    "separator": "separator",
+    "loudness": "loudness",
+    "silence": "silence",
+    "voice-detector": "voice_detector",
+}
+"""The CLI flags of the audio settings and their job-param keys (:data:`AUDIO_PARAMS`), for the
+hosts that rewrite a hint's flags into their own words (a request's ``params``, a node input)."""
+PARAMS_HINT = (
+    "audio params: audio_start, audio_end (seconds or M:SS), separate_vocals (true or false), "
+    "loudness (LUFS, auto or off), silence (model, keep or closed)"
+)
+
 
 def take_audio_params(params: dict[str, Any], settings: LipkitSettings) -> LipkitSettings:
     """``settings`` with the audio settings named in ``params`` (:data:`AUDIO_PARAMS`) moved
@@ -69,7 +86,9 @@ def take_audio_params(params: dict[str, Any], settings: LipkitSettings) -> Lipki
     try:
         audio = AudioSettings(**values)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, "audio settings")) from None
+        raise ConfigError(
+            format_validation_error(exc, "audio settings"), hint=PARAMS_HINT
+        ) from None
     return settings.model_copy(update={"audio": audio})
 
 
@@ -79,7 +98,7 @@ def crop_audio(seconds: float, audio: AudioSettings, notices: list[str]) -> tupl
     if start >= seconds:
         raise InputError(
             f"the audio start ({start:g} s) is at or past the end of the audio ({seconds:.2f} s)",
-            hint="give an earlier --audio-start, or none",
+            hint="give --audio-start a time before the end of the audio, or none",
         )
     end = seconds if audio.end is None else audio.end
     if end > seconds:
@@ -116,17 +135,37 @@ def _pick(
     return max(found.values(), key=lambda impl: (impl.spec.rank, impl.spec.name))
 
 
-def _separation(registry: Registry, settings: LipkitSettings, chain: dict[str, Any]) -> AudioStep:
+def _preset_separates(settings: LipkitSettings) -> bool:
+    """The job's preset is one that turns vocal separation on (music-video)."""
+    from lipkit.presets import PRESETS
+
+    preset = PRESETS.get(settings.preset or "", {})
+    return bool(preset.get("audio", {}).get("separate_vocals"))
+
+
+def _separation(
+    registry: Registry, settings: LipkitSettings, chain: dict[str, Any], notices: list[str]
+) -> AudioStep:
     audio = settings.audio
     if not audio.separate_vocals:
         return AudioStep(stage="separate", on=False, reason="audio.separate_vocals is off")
+    if not registry.vocal_separators and _preset_separates(settings):
+        notices.append(
+            f"the {settings.preset} preset separates the vocals, but no vocal separator is "
+            f"installed (pip install {SEPARATOR_PACKAGE}): the model hears the whole mix"
+        )
+        return AudioStep(
+            stage="separate",
+            on=False,
+            reason=f"the {settings.preset} preset asks for it; no separator is installed",
+        )
     sep: VocalSeparator = _pick(
         registry.vocal_separators,
         audio.separator,
         "vocal separator",
         SEPARATOR_PACKAGE,
-        "vocal separation off (audio.separate_vocals=false, --no-separate-vocals)",
-        "audio.separator",
+        "--no-separate-vocals",
+        "--separator",
     )
     name = sep.spec.name
     params = _model(sep.params_model, audio.separator_params, f"parameters of separator {name!r}")
@@ -188,15 +227,15 @@ def _voice(
         raise ConfigError(
             f"silence=keep needs a backend that pastes a face crop; {spec.name} renders whole "
             "frames",
-            hint="use audio silence=closed (or model) with this backend",
+            hint="set --silence to closed (or model) for this backend",
         )
     found: VoiceActivityDetector = _pick(
         registry.voice_detectors,
         audio.voice_detector,
         "voice-activity detector",
         DETECTOR_PACKAGE,
-        "audio.silence=model (--silence model)",
-        "audio.voice_detector",
+        "--silence to model",
+        "--voice-detector",
     )
     name = found.spec.name
     params = _model(found.params_model, audio.voice_params, f"parameters of detector {name!r}")
@@ -220,6 +259,7 @@ def choose_audio_chain(
     generator: GeneratorSpec,
     crop: tuple[float, float],
     file_seconds: float,
+    notices: list[str] | None = None,
 ) -> tuple[AudioChain, list[AudioStep]]:
     """The audio front-end for a job and its rows for the plan."""
     start, seconds = crop
@@ -237,7 +277,7 @@ def choose_audio_chain(
     chain: dict[str, Any] = {"cropped": crop_step.on}
     steps = [
         crop_step,
-        _separation(registry, settings, chain),
+        _separation(registry, settings, chain, notices if notices is not None else []),
         _loudness(settings.audio, encoder, chain),
         _voice(registry, settings.audio, generator, chain),
     ]

@@ -181,7 +181,13 @@ class Resolver:
             backend, device, info, num_frames, output is None
         )
         chain, audio_steps = choose_audio_chain(
-            self.registry, settings, backend.audio_encoder.spec, spec, crop, audio_info.seconds
+            self.registry,
+            settings,
+            backend.audio_encoder.spec,
+            spec,
+            crop,
+            audio_info.seconds,
+            self.notices,
         )
 
         stages = [

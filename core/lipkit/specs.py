@@ -172,6 +172,23 @@ class AudioStageSpec(_ImplementationSpec):
     )
 
 
+class ScorerSpec(_ImplementationSpec):
+    """A lip-sync scorer (``spec/scoring.md``): how it wants the face cropped and the video
+    timed, and what it compares."""
+
+    fps: float = Field(default=25.0, gt=0, description="the frame rate it scores at")
+    crop_size: int = Field(default=224, gt=0, description="side of the square face crop")
+    crop_scale: float = Field(
+        default=0.4,
+        ge=0,
+        description="the crop's margin around the face box, as its protocol frames it "
+        "(SyncNet's run_pipeline: 0.4)",
+    )
+    window_frames: int = Field(default=5, gt=0, description="video frames per embedding")
+    max_offset: int = Field(default=15, ge=0, description="offsets searched: -max..+max frames")
+    rank: int = Field(default=0, description="preference when the user names none; higher wins")
+
+
 class MemoryPolicySpec(_ImplementationSpec):
     """A memory policy turns a device, a job and a generator's costs into a memory plan."""
 

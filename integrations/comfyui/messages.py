@@ -19,7 +19,17 @@ from contextlib import contextmanager
 from lipkit.errors import JobInterrupted, LipkitError
 from lipkit.host_errors import HostWords, for_host, public_path
 
-NODE_INPUTS = {"backend": "backend", "seed": "seed", "fps": "fps", "checkpoint": "model"}
+NODE_INPUTS = {
+    "backend": "backend",
+    "seed": "seed",
+    "fps": "fps",
+    "checkpoint": "model",
+    "audio-start": "audio_start",
+    "audio-end": "audio_end",
+    "separate-vocals": "separate_vocals",
+    "no-separate-vocals": "separate_vocals",
+    "silence": "silence",
+}
 """CLI flags that are inputs of the LipSync node (``model``: a file in ComfyUI's models/lipkit;
 a path elsewhere goes in ``params`` as checkpoint=PATH)."""
 SECTION_FLAGS = {

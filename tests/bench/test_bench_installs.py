@@ -61,6 +61,7 @@ SMALLEST_RUNS: dict[str, list[str]] = {
     "make_long_inputs.py": ["{tmp}", "1"],
     "make_wav2lip_checkpoint.py": ["{tmp}/wav2lip_gan.pth"],
     "memory_plan_table.py": [],
+    "score_vs_reference.py": ["--help"],  # needs a joonson/syncnet_python checkout
     "vs_reference.py": ["--help"],  # needs a Wav2Lip checkout; minutes per clip
 }
 

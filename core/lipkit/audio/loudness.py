@@ -67,7 +67,7 @@ def _biquad(
 
 def k_weighting(rate: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """``(b, a)`` of the two K-weighting biquads at ``rate``: pyloudnorm's design (the RBJ
-    cookbook high shelf and high pass; ``tests/test_audio_chain_loudness.py`` checks they equal
+    cookbook high shelf and high pass; ``tests/test_audio_frontend.py`` checks they equal
     ``pyloudnorm.IIRfilter``'s)."""
     return [
         _biquad("high_shelf", 4.0, 1 / np.sqrt(2), 1500.0, rate),

@@ -28,6 +28,7 @@ from lipkit.interfaces.generation import (
 )
 from lipkit.interfaces.memory import MemoryPolicy, MemoryProbe, OomEvent
 from lipkit.interfaces.params import NoParams, ParamsT, as_params
+from lipkit.interfaces.scoring import SyncScore, SyncScorer
 
 __all__ = [
     "AudioEncoder",
@@ -50,6 +51,8 @@ __all__ = [
     "ParamsT",
     "StageProgress",
     "StreamInfo",
+    "SyncScore",
+    "SyncScorer",
     "VocalSeparator",
     "VoiceActivityDetector",
     "as_frame_batch",

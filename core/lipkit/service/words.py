@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lipkit.errors import LipkitError
 from lipkit.host_errors import HostWords, for_host, public_path
+from lipkit.resolve_audio import AUDIO_FLAGS
 from lipkit.service.models import ErrorInfo
 
 REQUEST_FIELDS = {
@@ -20,6 +21,9 @@ REQUEST_FIELDS = {
 def _flag(name: str, value: str | None) -> str:
     if name in REQUEST_FIELDS:
         return f'the request field "{REQUEST_FIELDS[name]}"'
+    if name in AUDIO_FLAGS:
+        setting = "false" if name == "no-separate-vocals" else "..."
+        return f'the request field "params" ({{"{AUDIO_FLAGS[name]}": {setting}}})'
     if name == "param" and value and "=" in value:
         key, _, setting = value.partition("=")
         return f'the request field "params" ({{"{key}": {setting}}})'

@@ -31,6 +31,7 @@ FAMILIES = (
     "output_encoders",
     "vocal_separators",
     "voice_detectors",
+    "sync_scorers",
 )
 _RENAMED = {"encoders": "output_encoders"}  # before 0.2
 
@@ -59,7 +60,8 @@ def implementations(family: str, allow: list[str] | None = None) -> list[tuple[s
     """``(name, implementation)`` of every registered implementation of ``family``, by name.
 
     ``family`` is one of ``memory_policies``, ``audio_encoders``, ``face_processors``,
-    ``generators``, ``output_encoders``, ``vocal_separators``, ``voice_detectors``
+    ``generators``, ``output_encoders``, ``vocal_separators``, ``voice_detectors``,
+    ``sync_scorers``
     (``encoders``, its name before 0.2, still works); ``allow`` names third-party plugins
     (entry-point names) to load besides the builtins. Use it to parametrise a contract over
     everything installed.

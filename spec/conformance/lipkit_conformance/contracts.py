@@ -28,6 +28,7 @@ from lipkit_conformance.audio_stages import (
 from lipkit_conformance.encoders import EncoderContract
 from lipkit_conformance.faces import FaceProcessorContract
 from lipkit_conformance.generators import GeneratorContract
+from lipkit_conformance.scoring import SyncScorerContract
 from lipkit_conformance.system import DeviceDetectorContract, MemoryPolicyContract
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "FaceProcessorContract",
     "GeneratorContract",
     "MemoryPolicyContract",
+    "SyncScorerContract",
     "VocalSeparatorContract",
     "VoiceActivityDetectorContract",
     "check_forbids_unknown",

@@ -33,7 +33,7 @@ class WorkerInput(JobOptions):
     audio_url: str
     audio_start: float | None = None
     audio_end: float | None = None
-    separate_vocals: bool = False
+    separate_vocals: bool | None = None
 
     @field_validator("audio_start", "audio_end", mode="before")
     @classmethod
@@ -75,8 +75,8 @@ class WorkerInput(JobOptions):
             audio["start"] = self.audio_start
         if self.audio_end is not None:
             audio["end"] = self.audio_end
-        if self.separate_vocals:
-            audio["separate_vocals"] = True
+        if self.separate_vocals is not None:  # false too: it may turn a preset's off
+            audio["separate_vocals"] = self.separate_vocals
         return audio
 
 

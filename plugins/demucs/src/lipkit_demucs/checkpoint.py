@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from demucs.demucs import Demucs
@@ -39,8 +39,28 @@ MODEL_CLASSES: dict[str, type[nn.Module]] = {
     "demucs.hdemucs.HDemucs": HDemucs,
     "demucs.demucs.Demucs": Demucs,
 }
-SAFE_GLOBALS: list[Any] = [HTDemucs, HDemucs, Demucs, Fraction]
-"""Everything a published ``.th`` may name, and nothing more."""
+
+
+class _ClassRef:
+    """What the unpickler gives for a model class the file names: a marker that cannot be
+    called, so a file that would *call* the class while unpickling (build a huge model inside
+    ``torch.load``) fails there instead; :func:`read_th` maps it to the real class after."""
+
+    target: ClassVar[str]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _ClassRef:
+        raise pickle.UnpicklingError(f"GLOBAL {cls.target} is called while unpickling")
+
+
+def _marker(name: str) -> type[_ClassRef]:
+    return type(f"Ref_{name.rsplit('.', 1)[1]}", (_ClassRef,), {"target": name})
+
+
+_MARKERS = {name: _marker(name) for name in MODEL_CLASSES}
+SAFE_GLOBALS: list[Any] = [*((m, name) for name, m in _MARKERS.items()), Fraction]
+"""Everything a published ``.th`` may name, and nothing more: the model classes (as markers,
+never called) and ``fractions.Fraction`` (a segment length)."""
+_PLAIN = (bool, int, float, str, Fraction, type(None))
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
@@ -102,10 +122,36 @@ def read_th(path: Path) -> Package:
             f"{path} is not a Demucs checkpoint (a dict with klass, args, kwargs and state)",
             hint="a bare state dict cannot be loaded: the model's configuration is missing",
         )
-    klass = raw["klass"]
-    if not (isinstance(klass, type) and klass in MODEL_CLASSES.values()):
-        raise ModelError(f"{path}: klass {klass!r} is not a Demucs model class")
-    return Package(klass, tuple(raw["args"]), dict(raw["kwargs"]), _state(raw["state"], path))
+    marker = raw["klass"]
+    if not (isinstance(marker, type) and issubclass(marker, _ClassRef)):
+        raise ModelError(f"{path}: klass {marker!r} is not a Demucs model class")
+    args, kwargs = raw["args"], raw["kwargs"]
+    if (
+        not isinstance(args, list | tuple)
+        or not isinstance(kwargs, dict)
+        or not _plain([list(args), kwargs])
+    ):
+        raise ModelError(
+            f"{path}: the model's arguments are not plain values (numbers, strings, lists)",
+            hint="use the published checkpoint (see plugins/demucs/README.md)",
+        )
+    klass = MODEL_CLASSES[marker.target]
+    return Package(klass, tuple(args), dict(kwargs), _state(raw["state"], path))
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Only numbers, strings, fractions and small lists and dicts of them."""
+    if depth > 8:
+        return False
+    if isinstance(value, _PLAIN):
+        return True
+    if isinstance(value, list | tuple):
+        return len(value) <= 1000 and all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return len(value) <= 1000 and all(
+            isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items()
+        )
+    return False
 
 
 def read_safetensors(path: Path) -> Package:
@@ -166,12 +212,28 @@ def _state(state: Any, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _check_shapes(package: Package, kwargs: dict[str, Any], path: Path) -> None:
+    """Build the model on the meta device (no memory) and refuse arguments whose model does
+    not have exactly the file's tensors: a crafted file cannot make a huge model first."""
+    with torch.device("meta"):
+        shell = package.klass(*package.args, **kwargs)
+    wanted = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
+    given = {k: tuple(v.shape) for k, v in package.state.items()}
+    if wanted != given:
+        wrong = sorted(set(wanted.items()) ^ set(given.items()))[:3]
+        raise ModelError(
+            f"{path}: its arguments describe another model than its tensors ({wrong} ...)",
+            hint="the file is damaged or was written by an incompatible demucs",
+        )
+
+
 def build(package: Package, path: Path) -> nn.Module:
     """Construct the model (unknown keyword arguments dropped, as demucs does) and load the
     state (half-precision states are widened to the model's float32)."""
     accepted = inspect.signature(package.klass).parameters
     kwargs = {k: v for k, v in package.kwargs.items() if k in accepted}
     try:
+        _check_shapes(package, kwargs, path)
         model = package.klass(*package.args, **kwargs)
         model.load_state_dict(package.state)
     except (TypeError, ValueError, RuntimeError) as exc:
