@@ -130,11 +130,16 @@ def test_cli_score_json(sample_face_with_audio: Path, tmp_path: Path) -> None:
     )
     args: list[Any] = [sys.executable, "-c", code, tmp_path, "score"]
     args += [sample_face_with_audio, "--json"]
-    done = subprocess.run(list(map(str, args)), capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "LIPKIT_LOAD_PLUGINS": ""}  # only the test double scores
+    done = subprocess.run(
+        list(map(str, args)), capture_output=True, text=True, timeout=300, env=env
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["scorer"] == "energy" and "lse_c" in report and report["tracks"]
-    plain = subprocess.run(list(map(str, args[:-1])), capture_output=True, text=True, timeout=300)
+    plain = subprocess.run(
+        list(map(str, args[:-1])), capture_output=True, text=True, timeout=300, env=env
+    )
     assert plain.returncode == 0, plain.stderr
     assert "LSE-C" in plain.stdout and "LSE-D" in plain.stdout and "offset" in plain.stdout
 
@@ -182,3 +187,41 @@ class TestSyncNet(SyncScorerContract):
 
         save_published(random_syncnet(seed=4), tmp_path / "models" / "syncnet_v2.model")
         return tmp_path / "models"
+
+
+def test_compare_scores_each_backend_and_keeps_going(
+    tmp_path: Path, sample_face: Path, sample_speech: Path, sample_portrait: Path
+) -> None:
+    from lipkit.scoring.compare import compare
+
+    registry = load_registry(extra=[_Hooks()])
+    report = compare(
+        sample_face,
+        sample_speech,
+        ["preview", "nosuch"],
+        out_dir=tmp_path / "ab",
+        registry=registry,
+    )
+    ok, failed = report.rows
+    assert ok.backend == "preview" and ok.error is None and ok.output is not None
+    assert ok.output.is_file() and ok.lse_c is not None and ok.lse_c >= 0
+    assert ok.mouth_motion is not None and ok.mouth_motion > 0  # preview moves the mouth
+    assert failed.error is not None and "nosuch" in failed.error and failed.output is None
+    assert report.scorer == "energy" and report.source_motion is not None
+    still = compare(
+        sample_portrait, sample_speech, ["preview"], out_dir=tmp_path / "s", registry=registry
+    )
+    assert still.source_motion is None and still.rows[0].error is None
+
+
+def test_mouth_motion_counts_change_in_the_lower_half() -> None:
+    from lipkit.scoring.crops import MouthMotion
+
+    still = np.zeros((4, 8, 8, 3), np.uint8)
+    moving = still.copy()
+    moving[1::2, 4:] = 100  # the lower half flips between 0 and 100
+    moving[:, :4] = np.arange(4)[:, None, None, None] * 50  # the upper half does not count
+    for blocks, want in (([still], 0.0), ([moving[:1], moving[1:3], moving[3:]], 100.0)):
+        motion = MouthMotion(iter(blocks))
+        assert sum(len(b) for b in motion) == 4
+        assert motion.value == pytest.approx(want)

@@ -590,3 +590,20 @@ def test_any_frame_size(net: S3FD, height: int, width: int, seed: int) -> None:
         for i in range(len(rows)):
             for j in range(i + 1, len(rows)):
                 assert iou_plus_one(rows[i], rows[j]) <= 0.3 + 1e-6
+
+
+def test_detect_all_gives_every_face_and_detect_the_best(bare_checkpoint: Path) -> None:
+    """detect_all (face.select) returns every kept detection, best first, clipped like
+    detect's; detect's main face is the first of them."""
+    session = open_session(bare_checkpoint)
+    frames = frames_like(np.random.default_rng(7), 3, 96, 128)
+    every = session.detect_all(frames)
+    main = session.detect(frames)
+    assert sum(len(f) for f in every) > len(every)  # the random net finds several per frame
+    for faces, best in zip(every, main, strict=True):
+        if best is None:
+            assert faces == []
+            continue
+        assert np.array_equal(faces[0].box, best.box) and faces[0].score == best.score
+        assert all(a.score >= b.score for a, b in zip(faces, faces[1:], strict=False))
+        assert all((f.box[2:] > f.box[:2]).all() for f in faces)

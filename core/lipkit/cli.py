@@ -45,10 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_listing_commands(sub)
     # integrations: thin layers over the API (their heavy imports load when they run)
     from lipkit.batch.cli import add_batch_parser
-    from lipkit.cli_score import add_score_parser
+    from lipkit.cli_score import add_compare_parser, add_score_parser
     from lipkit.service.cli import add_serve_parser
 
     add_score_parser(sub)
+    add_compare_parser(sub)
     add_batch_parser(sub)
     add_serve_parser(sub)
     return parser

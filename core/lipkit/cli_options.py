@@ -82,6 +82,13 @@ def _add_inputs_and_backend(p: argparse.ArgumentParser) -> None:
 
 def _add_face_options(face: Any) -> None:
     face.add_argument("--face-detector", default=SUPPRESS, help="face processor name, or auto")
+    face.add_argument(
+        "--face-select",
+        default=SUPPRESS,
+        metavar="RULE",
+        help="which face when there are several: auto, largest, index:N (from the left), "
+        "point:X,Y, box:X1,Y1,X2,Y2, or speaker (the one in sync with the audio; lipkit-syncnet)",
+    )
     face.add_argument("--pads", type=int, nargs=4, default=SUPPRESS, metavar=("T", "B", "L", "R"))
     face.add_argument("--smoothing", type=int, default=SUPPRESS, help="box smoothing window")
     face.add_argument("--detect-every", type=int, default=SUPPRESS, help="detect every Nth frame")
@@ -185,6 +192,7 @@ def _add_work_options(job: Any) -> None:
 
 _NESTED = {
     "face_detector": ("face", "detector"),
+    "face_select": ("face", "select"),
     "pads": ("face", "pads"),
     "smoothing": ("face", "smoothing"),
     "detect_every": ("face", "detect_every"),

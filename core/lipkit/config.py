@@ -23,6 +23,7 @@ from pydantic_settings import (
 
 from lipkit.config_audio import AudioSettings
 from lipkit.errors import ConfigError
+from lipkit.face.select import PATTERN as FACE_SELECT_PATTERN
 from lipkit.specs import LengthPolicy
 
 CONFIG_FILE_NAME = "lipkit.toml"
@@ -38,6 +39,12 @@ class FaceSettings(_Section):
     """How faces are found, tracked and blended back."""
 
     detector: str = Field(default="auto", description="face processor name, or auto")
+    select: str = Field(
+        default="auto",
+        pattern=FACE_SELECT_PATTERN,
+        description="which face when there are several: auto, largest, index:N (from the left), "
+        "point:X,Y, box:X1,Y1,X2,Y2, speaker",
+    )
     pads: tuple[int, int, int, int] = Field(
         default=(0, 10, 0, 0), description="pixels added to the box: top, bottom, left, right"
     )

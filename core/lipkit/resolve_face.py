@@ -29,10 +29,21 @@ def choose_face(
     if settings.face.detector != "auto":
         proc = _chosen_by_user(spec, procs, settings.face.detector)
         use_face_weights(proc, settings)
-        return proc, reason or "chosen by the user"
+        return proc, _with_select(reason or "chosen by the user", settings)
     best = _best_fitting(spec, procs, settings, notices)
     use_face_weights(best, settings)
-    return best, reason or f"highest-ranked processor giving {spec.alignment} alignment"
+    return best, _with_select(
+        reason or f"highest-ranked processor giving {spec.alignment} alignment", settings
+    )
+
+
+def _with_select(reason: str, settings: LipkitSettings) -> str:
+    """The reason, with which face a ``face.select`` rule picks."""
+    if settings.face.select == "auto" or settings.face.box is not None:
+        return reason
+    from lipkit.face.select import FaceRule
+
+    return f"{reason}; lip-syncs {FaceRule.parse(settings.face.select).describe()}"
 
 
 def _chosen_by_user(

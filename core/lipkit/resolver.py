@@ -21,7 +21,7 @@ from lipkit.config import LipkitSettings
 from lipkit.errors import ConfigError, PluginError
 from lipkit.interfaces import AudioEncoder, FaceProcessor, Generator, OutputEncoder
 from lipkit.logs import get_logger
-from lipkit.plans import MemoryPlan, MemoryRequest, Plan, StageChoice
+from lipkit.plans import AudioStep, MemoryPlan, MemoryRequest, Plan, StageChoice
 from lipkit.plugins import Registry, require
 from lipkit.resolve_audio import AudioChain, choose_audio_chain, crop_audio, take_audio_params
 from lipkit.resolve_device import choose_device, device_row
@@ -35,6 +35,7 @@ from lipkit.specs import DeviceInfo, GeneratorSpec, LengthPolicy, Stage
 
 if TYPE_CHECKING:
     from lipkit.media.probe import MediaInfo
+    from lipkit.scoring.speaker import SpeakerScorer
 
 log = get_logger(__name__)
 
@@ -54,6 +55,7 @@ class Selection:
     memory_request: MemoryRequest | None = None  # what the memory plan was made for
     spec: GeneratorSpec | None = None  # the generator's spec for this job (job_spec); None: its own
     audio_chain: AudioChain | None = None  # the audio front-end; None: the whole track as is
+    speaker: SpeakerScorer | None = None  # face.select=speaker: the scorer that picks the face
 
     @property
     def generator_spec(self) -> GeneratorSpec:
@@ -180,15 +182,7 @@ class Resolver:
         memory_row, request, memory_plan = self._plan_memory(
             backend, device, info, num_frames, output is None
         )
-        chain, audio_steps = choose_audio_chain(
-            self.registry,
-            settings,
-            backend.audio_encoder.spec,
-            spec,
-            crop,
-            audio_info.seconds,
-            self.notices,
-        )
+        chain, audio_steps = self._audio_chain(backend, crop, audio_info.seconds)
 
         stages = [
             device_row(device, devices, spec, settings.device),
@@ -217,7 +211,9 @@ class Resolver:
             warnings=list(info.warnings),
         )
         log.info("plan resolved", backend=spec.name, device=device.id, frames=num_frames)
-        return backend.selection(plan, face_proc, out_enc, info, request, chain)
+        selection = backend.selection(plan, face_proc, out_enc, info, request, chain)
+        selection.speaker = self._speaker(face_proc)
+        return selection
 
     def _choose_backend(
         self, params: dict[str, Any], info: MediaInfo, devices: list[DeviceInfo]
@@ -238,6 +234,28 @@ class Resolver:
             spec = spec.model_copy(update={"frame_size": (int(frame_size[0]), int(frame_size[1]))})
         audio_params = audio_weights(encoder, audio_params, self.settings)
         return _Backend(gen, reason, encoder, gen_params, audio_params, spec)
+
+    def _audio_chain(
+        self, backend: _Backend, crop: tuple[float, float], file_seconds: float
+    ) -> tuple[AudioChain, list[AudioStep]]:
+        """The audio front-end (:func:`resolve_audio.choose_audio_chain`) and its plan rows."""
+        return choose_audio_chain(
+            self.registry,
+            self.settings,
+            backend.audio_encoder.spec,
+            backend.spec,
+            crop,
+            file_seconds,
+            self.notices,
+        )
+
+    def _speaker(self, face_proc: FaceProcessor | None) -> SpeakerScorer | None:
+        """The scorer ``face.select = speaker`` uses (its weights checked now)."""
+        if face_proc is None or self.settings.face.select != "speaker":
+            return None
+        from lipkit.scoring.speaker import speaker_scorer
+
+        return speaker_scorer(self.registry, self.settings)
 
     def _choose_face_stage(self, backend: _Backend) -> tuple[FaceProcessor | None, StageChoice]:
         """The face processor and its row; a whole-frame generator gets none (no tracking)."""

@@ -37,6 +37,7 @@ SECTION_FLAGS = {
         "face-box": "box", "pads": "pads", "smoothing": "smoothing",
         "detect-every": "detect_every", "blend-radius": "blend_radius",
         "detect-batch": "detect_batch", "face-detector": "detector", "detector": "detector",
+        "face-select": "select",
         "detector-checkpoint": "detector_checkpoint", "detector-device": "detector_device",
     },
     "input_settings": {

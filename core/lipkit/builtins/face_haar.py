@@ -123,7 +123,19 @@ class HaarFaceSession(FaceSession):
         frames = as_frame_batch(frames)
         return [self._detect_one(frame) for frame in frames]
 
-    def _detect_one(self, frame: np.ndarray) -> Detection | None:
+    def detect_all(self, frames: np.ndarray) -> list[list[Detection]]:
+        """Every face of each frame (a full search, no following), for ``face.select``."""
+        out = []
+        for frame in as_frame_batch(frames):
+            gray, to_small = self._gray(frame)
+            small_h, small_w = gray.shape
+            min_side = max(CASCADE_WINDOW, round(self.settings.min_face * min(small_h, small_w)))
+            found = self._search(gray, min_side, 0)
+            out.append([self._detection(row, frame, to_small) for row in found])
+        return out
+
+    def _gray(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The equalised grey frame detection runs on, and its scale per box coordinate."""
         import cv2
 
         height, width = frame.shape[:2]
@@ -134,7 +146,18 @@ class HaarFaceSession(FaceSession):
             gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
         gray = cv2.equalizeHist(gray)
         small_h, small_w = gray.shape
-        to_small = np.array([small_w, small_h, small_w, small_h], dtype=np.float64)
+        return gray, np.array([small_w, small_h, small_w, small_h], dtype=np.float64)
+
+    @staticmethod
+    def _detection(row: np.ndarray, frame: np.ndarray, to_small: np.ndarray) -> Detection:
+        height, width = frame.shape[:2]
+        box = (row[:4] * np.array([width, height, width, height]) / to_small).astype(np.float32)
+        score = 1.0 / (1.0 + math.exp(-float(np.clip(row[4], -50.0, 50.0))))
+        return Detection(box=box, score=score)
+
+    def _detect_one(self, frame: np.ndarray) -> Detection | None:
+        gray, to_small = self._gray(frame)
+        small_h, small_w = gray.shape
 
         previous = None if self._previous is None else self._previous * to_small
         found = np.zeros((0, 5))
@@ -147,9 +170,7 @@ class HaarFaceSession(FaceSession):
             return None
         best = found[self._choose(found, previous)]
         self._previous = best[:4] / to_small
-        box = (best[:4] * np.array([width, height, width, height]) / to_small).astype(np.float32)
-        score = 1.0 / (1.0 + math.exp(-float(np.clip(best[4], -50.0, 50.0))))
-        return Detection(box=box, score=score)
+        return self._detection(best, frame, to_small)
 
     def _search(self, gray: np.ndarray, min_side: int, max_side: int) -> np.ndarray:
         """Faces in ``gray`` as ``float64 [n, 5]``: x1, y1, x2, y2, level weight."""

@@ -44,6 +44,14 @@ class FaceSession(ABC):
     def detect(self, frames: np.ndarray) -> list[Detection | None]:
         """Detect the main face in each of ``frames`` (``[B, H, W, 3]``); None where none."""
 
+    def detect_all(self, frames: np.ndarray) -> list[list[Detection]]:
+        """Every face in each of ``frames``, for ``face.select`` (a frame with two speakers).
+
+        The default gives only :meth:`detect`'s main face; a processor that finds several
+        faces should return them all (any order), each as :meth:`detect` would give it.
+        """
+        return [[d] if d is not None else [] for d in self.detect(frames)]
+
     @abstractmethod
     def align(self, detection: Detection, crop_size: int) -> np.ndarray:
         """Return the 2x3 affine matrix mapping frame pixels to a ``crop_size`` square crop."""

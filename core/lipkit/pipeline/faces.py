@@ -17,6 +17,7 @@ import numpy as np
 
 from lipkit.config import FaceSettings
 from lipkit.errors import NoFaceError
+from lipkit.face.select import FaceRule, choose
 from lipkit.face.track import FaceTrack, build_track, fixed_track
 from lipkit.interfaces import Detection, FaceSession
 from lipkit.logs import get_logger
@@ -145,6 +146,19 @@ class LiveTrack:
         return track
 
 
+def _detect(
+    session: FaceSession, frames: np.ndarray, factor: float, settings: FaceSettings
+) -> list[Detection | None]:
+    """The face of each frame, in frame pixels: the session's main face, or with
+    ``settings.select`` the one its rule picks among all the session finds."""
+    if settings.select == "auto":
+        return [_scaled(d, factor) for d in session.detect(frames)]
+    rule = FaceRule.parse(settings.select)
+    found = session.detect_all(frames)
+    scaled = [[s for d in faces if (s := _scaled(d, factor)) is not None] for faces in found]
+    return [choose(faces, rule) for faces in scaled]
+
+
 def analyse(
     info: MediaInfo,
     session: FaceSession,
@@ -168,17 +182,14 @@ def analyse(
         for indices, frames in reader.iter_frames(start=0, step=settings.detect_every, batch=batch):
             if live.cancelled:
                 raise InterruptedError("face analysis cancelled")
-            dets = [_scaled(d, factor) for d in session.detect(frames)]
-            live.add(indices.tolist(), dets)
+            live.add(indices.tolist(), _detect(session, frames, factor, settings))
             done += len(indices)
             if on_progress:
                 on_progress(done, len(wanted))
         last = int(wanted[-1])
         if last % settings.detect_every:  # the last frame, off the stride
             frames = reader.read(last, 1)
-            live.add(
-                [last], [_scaled(session.detect(frames)[0], factor)] if len(frames) else [None]
-            )
+            live.add([last], _detect(session, frames, factor, settings) if len(frames) else [None])
             if on_progress:
                 on_progress(len(wanted), len(wanted))
     except BaseException as exc:

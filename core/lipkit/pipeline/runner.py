@@ -34,6 +34,7 @@ from lipkit.media.info import MediaInfo
 from lipkit.media.video_codecs import encode_settings
 from lipkit.pipeline.audio_chain import HeardAudio, run_audio_chain
 from lipkit.pipeline.devmem import free_memory
+from lipkit.pipeline.face_settings import job_face_settings
 from lipkit.pipeline.faces import LiveTrack, start_analysis
 from lipkit.pipeline.generate import GenerationStage, is_oom, job_device
 from lipkit.pipeline.progress import (
@@ -166,7 +167,10 @@ class Pipeline:
             if not file_output and self.memory.spill_to_disk:
                 spill = self._encoder = self._open_spill(stream)
             features = self._encode_audio()
-            self._face_settings = self._resolved_face_settings()
+            assert self._heard is not None
+            self._face_settings = job_face_settings(
+                self.sel, self.settings, self.memory, self._heard.heard
+            )
             segments, resumed = self._render_with_faces(info, features, stream, work)
             if self.part is not None:  # the segments wait for join_parts
                 assert work is not None
@@ -211,10 +215,8 @@ class Pipeline:
 
     def _silent_frames(self) -> np.ndarray | None:
         """Frames whose source mouth stays (``silence=keep``), or None."""
-        chain = self.sel.audio_chain
-        if chain is None or chain.silence != "keep" or self._heard is None:
-            return None
-        return self._heard.silent
+        chain, heard = self.sel.audio_chain, self._heard
+        return heard.silent if chain and chain.silence == "keep" and heard else None
 
     def _work_root(self) -> Path:
         return self.settings.work_dir or self.settings.jobs_dir
@@ -233,16 +235,6 @@ class Pipeline:
             return SpillEncoder(root, self.plan.num_frames, stream)
         except OSError as exc:
             raise unusable_work_dir(root, exc) from exc
-
-    def _resolved_face_settings(self) -> FaceSettings:
-        """The job's face settings with the detector precision the memory plan chose."""
-        face_settings = self.settings.face
-        if face_settings.detector_precision == "auto":
-            detect = self.memory.stage_precision.get("detect", "fp32")
-            face_settings = face_settings.model_copy(
-                update={"detector_precision": "fp16" if detect == "fp16" else "fp32"}
-            )
-        return face_settings
 
     def _finalize(self, segments: list[Any]) -> Any:
         self.reporter.report("finalize", 0, 1)

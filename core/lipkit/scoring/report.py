@@ -15,6 +15,12 @@ class TrackScore(BaseModel):
     start_frame: int = Field(ge=0, description="first frame of the track, at the scoring rate")
     frames: int = Field(ge=0)
     score: SyncScore
+    mouth_motion: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="mean absolute change (0-255) of the crop's lower half from frame to frame; "
+        "compare with the source's own (lipkit compare) for flicker",
+    )
 
 
 class ScoreReport(BaseModel):
@@ -29,6 +35,7 @@ class ScoreReport(BaseModel):
     lse_d: float = Field(description="LSE-D of the video: the tracks' mean, weighted by frames")
     lse_c: float = Field(description="LSE-C of the video: the tracks' mean, weighted by frames")
     offset: int = Field(description="the best offset of the longest track, in frames")
+    mouth_motion: float = Field(default=0.0, description="the tracks' mean, weighted by frames")
     wall_seconds: float = 0.0
 
 
@@ -40,3 +47,9 @@ def combine(tracks: list[TrackScore]) -> tuple[float, float, int]:
     lse_c = sum(t.score.lse_c * w for t, w in zip(tracks, weights, strict=True)) / total
     longest = max(tracks, key=lambda t: t.frames)
     return lse_d, lse_c, longest.score.offset
+
+
+def mean_motion(tracks: list[TrackScore]) -> float:
+    """The tracks' mouth motion, weighted by their frames."""
+    total = sum(t.frames for t in tracks) or 1
+    return sum(t.mouth_motion * t.frames for t in tracks) / total

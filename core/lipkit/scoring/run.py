@@ -27,8 +27,8 @@ from lipkit.media.info import MediaInfo
 from lipkit.media.track import AudioTrack
 from lipkit.media.video import FrameReader
 from lipkit.plugins import Registry, load_registry, require
-from lipkit.scoring.crops import crop_blocks, smoothed_boxes
-from lipkit.scoring.report import ScoreReport, TrackScore, combine
+from lipkit.scoring.crops import MouthMotion, crop_blocks, smoothed_boxes
+from lipkit.scoring.report import ScoreReport, TrackScore, combine, mean_motion
 from lipkit.scoring.tracks import Run, face_processor, find_faces, runs, scoring_settings
 from lipkit.specs import DeviceInfo
 
@@ -40,7 +40,7 @@ Progress = Callable[[float, float], None]
 
 
 @dataclass
-class _Job:
+class ScoringJob:
     """What every track of one scoring job shares."""
 
     info: MediaInfo  # the video at the scorer's rate
@@ -94,7 +94,7 @@ def score(
         )
     spill = settings.work_dir or settings.jobs_dir
     with open_audio(audio_path, spill_dir=spill) as speech:
-        job = _Job(info, speech, spill, home, device, progress)
+        job = ScoringJob(info, speech, spill, home, device, progress)
         scored = [score_run(chosen, values, job, track.boxes, run) for run in found]
     lse_d, lse_c, offset = combine(scored)
     return ScoreReport(
@@ -107,6 +107,7 @@ def score(
         lse_d=lse_d,
         lse_c=lse_c,
         offset=offset,
+        mouth_motion=mean_motion(scored),
         wall_seconds=time.perf_counter() - started,
     )
 
@@ -181,7 +182,7 @@ def frame_blocks(info: MediaInfo, run: Run) -> Iterator[np.ndarray]:
 def score_run(
     scorer: SyncScorer,
     params: BaseModel,
-    job: _Job,
+    job: ScoringJob,
     boxes: np.ndarray,
     run: Run,
 ) -> TrackScore:
@@ -191,11 +192,13 @@ def score_run(
     first, stop = round(run.start / spec.fps * rate), round(run.stop / spec.fps * rate)
     speech = audio_slice(job.speech, first, stop, job.spill)
     try:
-        crops = crop_blocks(
-            frame_blocks(job.info, run),
-            smoothed_boxes(boxes[run.start : run.stop]),
-            spec.crop_scale,
-            spec.crop_size,
+        crops = MouthMotion(
+            crop_blocks(
+                frame_blocks(job.info, run),
+                smoothed_boxes(boxes[run.start : run.stop]),
+                spec.crop_scale,
+                spec.crop_size,
+            )
         )
         result = scorer.score(
             crops,
@@ -208,4 +211,6 @@ def score_run(
     finally:
         speech.close()
     log.info("track scored", start=run.start, frames=len(run), lse_d=result.lse_d)
-    return TrackScore(start_frame=run.start, frames=len(run), score=result)
+    return TrackScore(
+        start_frame=run.start, frames=len(run), score=result, mouth_motion=crops.value
+    )

@@ -149,6 +149,16 @@ class S3FDFaceSession(FaceSession):
         height, width = frames.shape[1:3]
         return [_main_face(rows, width, height) for rows in found]
 
+    def detect_all(self, frames: np.ndarray) -> list[list[Detection]]:
+        """Every face of each frame (after S3FD's keep threshold and NMS), for face.select."""
+        frames = as_frame_batch(frames)
+        step = self.settings.detect_batch or max(1, len(frames))
+        found: list[np.ndarray] = []
+        for start in range(0, len(frames), step):
+            found.extend(detect(self._net(), frames[start : start + step]))
+        height, width = frames.shape[1:3]
+        return [_faces(rows, width, height) for rows in found]
+
     def align(self, detection: Detection, crop_size: int) -> np.ndarray:
         """2x3 matrix stretching the detection's box onto the square crop (no margin)."""
         from lipkit.face.warp import box_affine
@@ -163,16 +173,21 @@ class S3FDFaceSession(FaceSession):
             torch.cuda.empty_cache()
 
 
-def _main_face(rows: np.ndarray, width: int, height: int) -> Detection | None:
-    """The best of a frame's detections (rows sorted by score), clipped to the frame.
-
-    Boxes that are empty once clipped (entirely outside the frame) are skipped.
-    """
+def _faces(rows: np.ndarray, width: int, height: int) -> list[Detection]:
+    """A frame's detections (rows sorted by score) clipped to the frame, best first; boxes
+    that are empty once clipped (entirely outside the frame) are skipped."""
+    faces = []
     for row in rows:
         box = np.clip(row[:4], 0.0, [width, height, width, height]).astype(np.float32)
         if box[2] > box[0] and box[3] > box[1]:
-            return Detection(box=box, score=float(row[4]))
-    return None
+            faces.append(Detection(box=box, score=float(row[4])))
+    return faces
+
+
+def _main_face(rows: np.ndarray, width: int, height: int) -> Detection | None:
+    """The best of a frame's detections, clipped to the frame (see :func:`_faces`)."""
+    faces = _faces(rows, width, height)
+    return faces[0] if faces else None
 
 
 class S3FDFaceProcessor(FaceProcessor):
