@@ -63,7 +63,8 @@ class EnergyScorer(SyncScorer):
                 for i in range(frames)
             ]
         )
-        video = np.stack([_z(np.array(mouth[i : i + 5])) for i in range(windows)])
+        # louder speech, wider mouth, darker lower half: the mouth's darkness against loudness
+        video = np.stack([_z(-np.array(mouth[i : i + 5])) for i in range(windows)])
         sound = np.stack([_z(loud[i : i + 5]) for i in range(windows)])
         shift = spec.max_offset
         padded = np.pad(sound, ((shift, shift), (0, 0)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -225,3 +226,76 @@ def test_mouth_motion_counts_change_in_the_lower_half() -> None:
         motion = MouthMotion(iter(blocks))
         assert sum(len(b) for b in motion) == 4
         assert motion.value == pytest.approx(want)
+
+
+@pytest.fixture
+def syncnet_home(lipkit_home: Path) -> dict[str, str]:
+    """Random SyncNet weights in the model home; the environment a child lipkit needs."""
+    from syncnet_helpers import random_syncnet, save_published
+
+    save_published(random_syncnet(seed=5), lipkit_home / "models" / "syncnet" / "syncnet_v2.model")
+    return {**os.environ, "LIPKIT_LOAD_PLUGINS": "syncnet", "LIPKIT_HOME": str(lipkit_home)}
+
+
+def test_bench_quality_scores_the_output(
+    syncnet_home: dict[str, str], sample_face: Path, sample_speech: Path
+) -> None:
+    cmd = [sys.executable, "-m", "lipkit.cli", "bench", str(sample_face), str(sample_speech)]
+    cmd += ["-b", "preview", "--frames", "25", "--quality", "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=syncnet_home)
+    assert done.returncode == 0, done.stderr
+    quality = json.loads(done.stdout)["quality"]
+    assert quality["scorer"] == "syncnet" and quality["lse_c"] >= 0 and quality["mouth_motion"] > 0
+
+
+def test_batch_summary_has_lse_columns_when_syncnet_can_run(
+    syncnet_home: dict[str, str], tmp_path: Path, sample_face: Path, sample_speech: Path
+) -> None:
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text(
+        "face,audio,output,backend\n"
+        f"{sample_face},{sample_speech},{tmp_path / 'a.mp4'},preview\n"
+        f"{sample_face},{sample_speech},{tmp_path / 'b.mp4'},nosuch\n"
+    )
+    cmd = [sys.executable, "-m", "lipkit.cli", "batch", str(jobs), "--workers", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=syncnet_home)
+    assert done.returncode == 8, done.stderr  # the second row fails, the first is scored
+    header = done.stdout.splitlines()[0]
+    assert "LSE-C" in header and "LSE-D" in header
+    first = next(line for line in done.stdout.splitlines() if line.startswith("1 "))
+    assert " ok " in first and re.search(r"\d+\.\d{3}\s+\d+\.\d{3}", first)
+    unscored = subprocess.run(
+        [*cmd, "--no-score", "--no-resume"], capture_output=True, text=True, timeout=600,
+        env=syncnet_home,
+    )  # fmt: skip
+    assert "LSE-C" not in unscored.stdout.splitlines()[0]
+
+
+def test_sync_offset_auto_measures_and_corrects(sample_portrait: Path, sample_speech: Path) -> None:
+    """The preview's mouth trails the speech by a couple of frames as the test-double scorer
+    measures it; ``sync_offset=auto`` measures that on the first pass and corrects it, so the
+    job's own output then scores offset 0 (to the frame)."""
+    registry = load_registry(extra=[_Hooks()])
+    plain = lipkit.sync(sample_portrait, sample_speech, None, backend="preview", registry=registry)
+    assert plain.frames is not None
+    result = lipkit.sync(
+        sample_portrait, sample_speech, None, backend="preview", registry=registry,
+        sync_offset="auto",
+    )  # fmt: skip
+    note = next(n for n in result.plan.notices if n.startswith("sync_offset auto"))
+    measured = int(note.split("offset of ")[1].split(" frames")[0])
+    assert measured != 0 and f"sync_offset={-measured}" in note
+    assert result.plan.generator_params["sync_offset"] == -measured
+
+
+def test_sync_offset_auto_output_scores_in_sync(
+    tmp_path: Path, sample_portrait: Path, sample_speech: Path
+) -> None:
+    registry = load_registry(extra=[_Hooks()])
+    out = tmp_path / "corrected.mp4"
+    lipkit.sync(sample_portrait, sample_speech, out, backend="preview", registry=registry,
+                params={"sync_offset": "auto"})  # fmt: skip
+    assert abs(lipkit.score(out, registry=registry).offset) <= 1
+    with pytest.raises(lipkit.ConfigError):
+        lipkit.sync(sample_portrait, sample_speech, tmp_path / "x.mp4", backend="preview",
+                    registry=registry, sync_offset="later")  # fmt: skip

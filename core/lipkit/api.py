@@ -187,6 +187,7 @@ def sync(
     same time on different machines (give each its own ``work_dir``); backends whose batches
     continue from the one before (``history_frames``) cannot be split.
     """
+    params, note = _sync_offset(face, audio, params, kwargs, backend, config, settings, registry)
     selection, resolved, registry = prepare(
         face,
         audio,
@@ -199,6 +200,8 @@ def sync(
         check_writable=True,
         **kwargs,
     )
+    if note:
+        selection.plan.notices.append(note)
     policy_name = selection.plan.choice("memory").implementation
     pipeline = Pipeline(
         selection,
@@ -210,6 +213,32 @@ def sync(
         part=part,
     )
     return pipeline.run()
+
+
+def _sync_offset(
+    face: PathLike,
+    audio: PathLike | None,
+    params: dict[str, Any] | None,
+    kwargs: dict[str, Any],
+    backend: str | None,
+    config: PathLike | None,
+    settings: LipkitSettings | None,
+    registry: Registry | None,
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The params with ``sync_offset=auto`` measured (:mod:`lipkit.scoring.offset`), and the
+    notice that says what was measured; unchanged otherwise."""
+    from lipkit.scoring.offset import FIRST_PASS_SECONDS, measure_sync_offset, wants_auto
+
+    merged = {**{k: kwargs.pop(k) for k in ("sync_offset",) if k in kwargs}, **(params or {})}
+    if not wants_auto(merged):
+        return (merged or params), None
+    others = {"backend": backend, "config": config, "settings": settings, "registry": registry}
+    use, measured = measure_sync_offset(face, audio, merged, {**kwargs, **others})
+    note = (
+        f"sync_offset auto: the first {FIRST_PASS_SECONDS:g} s measured an offset of "
+        f"{measured:+d} frames, so the job runs with sync_offset={use}"
+    )
+    return {**merged, "sync_offset": use}, note
 
 
 def join_parts(

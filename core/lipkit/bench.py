@@ -68,8 +68,10 @@ def run_bench(
     params: dict[str, Any] | None = None,
     frames: int | None = None,
     end_to_end: bool = True,
+    quality: bool = False,
 ) -> BenchReport:
-    """Measure every stage alone on ``frames`` output frames, then optionally a full run.
+    """Measure every stage alone on ``frames`` output frames, then optionally a full run
+    (with ``quality``, its output scored: LSE-C / LSE-D, where a scorer's weights are there).
 
     Each stage runs the pipeline's own code (:mod:`lipkit.pipeline.stages`) on the job that
     ``lipkit run`` would make of the same inputs and settings.
@@ -105,7 +107,15 @@ def run_bench(
     report = _report(job, face, stages)
     if end_to_end:
         slowest = next(s for s in stages if s.stage == report.slowest)
-        e2e = run_end_to_end(face, audio, settings, params or {}, total, plan.fps)
+
+        def score(output: Path) -> None:
+            from lipkit.scoring.quality import quality_of
+
+            report.quality = quality_of(output, Path(audio or face), settings)
+
+        e2e = run_end_to_end(
+            face, audio, settings, params or {}, total, plan.fps, score if quality else None
+        )
         report.end_to_end = e2e
         report.overlap_ratio = round(e2e.items_per_second / slowest.items_per_second, 3)
     return report

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from lipkit.config import LipkitSettings
+from lipkit.scoring.quality import Quality
 
 
 class StageBench(BaseModel):
@@ -45,6 +46,9 @@ class BenchReport(BaseModel):
     end_to_end: StageBench | None = None
     slowest: str = ""
     overlap_ratio: float | None = None
+    quality: Quality | None = Field(
+        default=None, description="the end-to-end output's LSE-C / LSE-D (bench --quality)"
+    )
 
 
 class _PeakRss:
@@ -98,8 +102,10 @@ def end_to_end(
     params: dict[str, Any],
     total: int,
     fps: float,
+    on_output: Callable[[Path], None] | None = None,
 ) -> StageBench:
-    """A real `lipkit run` in a child process, fresh caches, its own peak RSS."""
+    """A real `lipkit run` in a child process, fresh caches, its own peak RSS; ``on_output``
+    sees the written file before it is deleted."""
     with tempfile.TemporaryDirectory(prefix="lipkit-bench-e2e-") as tmp:
         out = Path(tmp) / "out.mp4"
         data = settings.model_dump(mode="json")
@@ -121,6 +127,8 @@ def end_to_end(
             raise RuntimeError(f"end-to-end run failed: {proc.stderr.strip()}")
         result = json.loads(proc.stdout)
         frames = int(result["num_frames"])
+        if on_output is not None:
+            on_output(out)
         return StageBench(
             stage="end-to-end",
             items=frames,
@@ -168,6 +176,12 @@ def format_report(report: BenchReport) -> str:
             f"{s.peak_rss_bytes / 2**20:>7.0f} MiB  {s.note}"
         )
     lines.append(f"slowest per-frame stage: {report.slowest}")
+    if report.quality is not None:
+        q = report.quality
+        lines.append(
+            f"lip sync of the output ({q.scorer}): LSE-C {q.lse_c:.3f}, LSE-D {q.lse_d:.3f}, "
+            f"offset {q.offset:+d}, mouth motion {q.mouth_motion:.2f}"
+        )
     if report.overlap_ratio is not None:
         lines.append(
             f"end-to-end / slowest stage: {report.overlap_ratio:.0%} "

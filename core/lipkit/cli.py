@@ -76,6 +76,11 @@ def _add_job_commands(sub: Any) -> None:
     add_job_options(bench)
     bench.add_argument("--frames", type=int, default=None, help="limit frames per stage")
     bench.add_argument("--stages-only", action="store_true", help="skip the end-to-end run")
+    bench.add_argument(
+        "--quality",
+        action="store_true",
+        help="score the end-to-end output: LSE-C / LSE-D (needs a scorer: lipkit-syncnet)",
+    )
     bench.set_defaults(func=cmd_bench)
 
 

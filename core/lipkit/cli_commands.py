@@ -233,11 +233,14 @@ def cmd_presets(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from lipkit.bench import format_report, run_bench
 
+    if args.quality and args.stages_only:
+        raise ConfigError("--quality scores the end-to-end output", hint="drop --stages-only")
     report = run_bench(
         args.face,
         args.audio,
         frames=args.frames,
         end_to_end=not args.stages_only,
+        quality=args.quality,
         **job_kwargs(args),
     )
     print(report.model_dump_json(indent=2) if args.json else format_report(report))

@@ -25,6 +25,17 @@ def key_value(text: str) -> tuple[str, Any]:
     return key.strip().replace("-", "_"), value
 
 
+def _offset(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of frames or auto, got {text!r}"
+        ) from None
+
+
 def add_job_options(p: argparse.ArgumentParser) -> None:
     """Options shared by run, plan and bench. Defaults are suppressed: only flags given count."""
     _add_inputs_and_backend(p)
@@ -64,6 +75,14 @@ def _add_inputs_and_backend(p: argparse.ArgumentParser) -> None:
         "--audio-from-face", action="store_true", default=SUPPRESS, help="use the face's audio"
     )
     p.add_argument("--seed", type=int, default=SUPPRESS)
+    p.add_argument(
+        "--sync-offset",
+        type=_offset,
+        default=SUPPRESS,
+        metavar="FRAMES|auto",
+        help="shift the audio windows by this many frames (Wav2Lip, preview), or auto: "
+        "measured on a 5 s first pass by a lip-sync scorer (lipkit-syncnet) and corrected",
+    )
     p.add_argument(
         "--checkpoint",
         default=SUPPRESS,
@@ -255,4 +274,6 @@ def job_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     params = dict(args.param)
     if getattr(args, "checkpoint", None):
         params.setdefault("checkpoint", args.checkpoint)
+    if "sync_offset" in vars(args):
+        params.setdefault("sync_offset", args.sync_offset)
     return {"settings": settings, "params": params}

@@ -80,6 +80,13 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_false",
         help="run every row again, even those already done",
     )
+    p.add_argument(
+        "--no-score",
+        dest="score",
+        action="store_false",
+        help="do not score the outputs (by default each gets its LSE-C / LSE-D in the summary "
+        "when a lip-sync scorer's weights are installed: lipkit-syncnet)",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=run_batch)
     return p
@@ -127,6 +134,7 @@ def run_batch(args: argparse.Namespace) -> int:
         config=Path(args.config) if args.config else None,
         on_result=_progress(len(rows)),
         chunk_seconds=args.chunk_seconds,
+        score=args.score,
     )
     summary = BatchSummary(results=results, seconds=time.perf_counter() - started)
     if args.json:

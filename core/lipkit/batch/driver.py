@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from lipkit.batch.engines import Engine, ResultCallback
+from lipkit.batch.engines import Engine, ResultCallback, scored
 from lipkit.batch.jobs import BatchState, JobRow, RowResult, RowTask, failed, prepare_task
 from lipkit.errors import LipkitError
 from lipkit.logs import get_logger
@@ -132,7 +132,7 @@ def join_row(task: RowTask, results: list[RowResult]) -> RowResult:
         )
     except LipkitError as exc:
         return failed(row, exc, time.perf_counter() - started)
-    return RowResult(
+    joined = RowResult(
         row=row.row,
         output=row.output,
         status="ok",
@@ -140,6 +140,7 @@ def join_row(task: RowTask, results: list[RowResult]) -> RowResult:
         frames=results[0].frames,
         resumed_segments=sum(r.resumed_segments for r in results),
     )
+    return scored(task, joined)
 
 
 def run_jobs(
@@ -150,10 +151,12 @@ def run_jobs(
     config: Path | None = None,
     on_result: ResultCallback | None = None,
     chunk_seconds: float | None = None,
+    score: bool = True,
 ) -> list[RowResult]:
     """Run every row; returns their results in row order. Rows that cannot run, and rows
     ``state`` records as finished, are reported without running. With ``chunk_seconds`` a
-    row longer than that runs as parts on several workers, joined when the last one ends."""
+    row longer than that runs as parts on several workers, joined when the last one ends.
+    With ``score`` each output gets its LSE-C / LSE-D where a scorer's weights are there."""
     results: dict[int, RowResult] = {}
     tasks: dict[int, RowTask] = {}
     pending: dict[int, dict[int, RowResult]] = {}  # row -> part index -> result
@@ -180,7 +183,7 @@ def run_jobs(
             report(failed(row, row.error))
             continue
         try:
-            task = prepare_task(row, config)
+            task = prepare_task(row, config).model_copy(update={"score": score})
         except LipkitError as exc:
             report(failed(row, exc))
             continue

@@ -79,16 +79,31 @@ def _run_row(task: RowTask, log_config: LogConfig | None) -> RowResult:
         return failed(row, exc, time.perf_counter() - started).model_copy(
             update={"part": task.part}
         )
-    return RowResult(
+    seconds = time.perf_counter() - started
+    done = RowResult(
         row=row.row,
         output=row.output,
         status="ok",
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
         frames=result.num_frames,
         resumed_segments=result.resumed_segments,
         part=task.part,
         segment_files=result.segment_files,
     )
+    return scored(task, done) if task.part is None else done
+
+
+def scored(task: RowTask, result: RowResult) -> RowResult:
+    """``result`` with its output's LSE-C / LSE-D, when the task scores and a scorer can."""
+    if not task.score or result.output is None or task.row.face is None:
+        return result
+    from lipkit.scoring.quality import quality_of
+
+    audio = task.row.audio or task.row.face
+    quality = quality_of(result.output, audio, task.settings)
+    if quality is None:
+        return result
+    return result.model_copy(update={"lse_c": quality.lse_c, "lse_d": quality.lse_d})
 
 
 class Engine(Protocol):

@@ -67,6 +67,7 @@ class RowTask(BaseModel):
     part: tuple[int, int] | None = Field(
         default=None, description="(k, n): this task makes part k of n of the row's job"
     )
+    score: bool = Field(default=True, description="score the output when a scorer can run")
 
 
 class RowResult(BaseModel):
@@ -87,6 +88,8 @@ class RowResult(BaseModel):
     segment_files: list[Path] = Field(
         default_factory=list, description="a part's finished segments, for the join"
     )
+    lse_c: float | None = Field(default=None, description="the output's LSE-C, when scored")
+    lse_d: float | None = Field(default=None, description="the output's LSE-D, when scored")
 
 
 def _cell(raw: str) -> Any:

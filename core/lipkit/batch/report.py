@@ -49,19 +49,25 @@ def first_line(text: str | None) -> str:
 
 
 def format_summary(summary: BatchSummary) -> str:
-    """The summary table (row, output, status, seconds, error), hints of failed rows below it,
-    and a closing line with the counts."""
+    """The summary table (row, output, status, seconds, LSE-C and LSE-D when a scorer ran,
+    error), hints of failed rows below it, and a closing line with the counts."""
+    header = ["row", "output", "status", "seconds"]
     rows = [
-        (
+        [
             str(r.row),
             str(r.output) if r.output is not None else "-",
             r.status,
             f"{r.seconds:.1f}" if r.status != "skipped" else "-",
-            first_line(r.error),
-        )
+        ]
         for r in summary.results
     ]
-    parts = [_table(rows, ("row", "output", "status", "seconds", "error"))]
+    if any(r.lse_c is not None for r in summary.results):  # a scorer ran: LSE columns
+        header += ["lse-c", "lse-d"]
+        for cells, r in zip(rows, summary.results, strict=True):
+            cells += ["-", "-"] if r.lse_c is None else [f"{r.lse_c:.3f}", f"{r.lse_d:.3f}"]
+    for cells, r in zip(rows, summary.results, strict=True):
+        cells.append(first_line(r.error))
+    parts = [_table(rows, (*header, "error"))]
     details = []
     for r in summary.results:
         if r.status != "failed":
