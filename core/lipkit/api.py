@@ -233,7 +233,7 @@ def _sync_offset(
     if not wants_auto(merged):
         return (merged or params), None
     others = {"backend": backend, "config": config, "settings": settings, "registry": registry}
-    use, measured = measure_sync_offset(face, audio, merged, {**kwargs, **others})
+    use, measured = measure_sync_offset(face, audio, merged, {**kwargs, **others}, sync)
     note = (
         f"sync_offset auto: the first {FIRST_PASS_SECONDS:g} s measured an offset of "
         f"{measured:+d} frames, so the job runs with sync_offset={use}"

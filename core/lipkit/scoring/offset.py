@@ -11,6 +11,7 @@ take a ``sync_offset`` (Wav2Lip and the preview, through the mel encoder).
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,14 @@ def wants_auto(params: dict[str, Any]) -> bool:
 
 
 def measure_sync_offset(
-    face: Any, audio: Any, params: dict[str, Any], sync_kwargs: dict[str, Any]
+    face: Any,
+    audio: Any,
+    params: dict[str, Any],
+    sync_kwargs: dict[str, Any],
+    sync: Callable[..., Any],
 ) -> tuple[int, int]:
-    """``(sync_offset to use, offset measured)`` for the job ``lipkit.sync(face, audio,
-    params=params, **sync_kwargs)`` would run."""
-    from lipkit.api import sync
+    """``(sync_offset to use, offset measured)`` for the job ``sync(face, audio,
+    params=params, **sync_kwargs)`` would run (``sync`` is :func:`lipkit.sync`)."""
     from lipkit.scoring.run import score
 
     start = parse_time(params.get("audio_start", 0) or 0)

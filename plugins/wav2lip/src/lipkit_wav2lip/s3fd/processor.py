@@ -141,13 +141,7 @@ class S3FDFaceSession(FaceSession):
 
     def detect(self, frames: np.ndarray) -> list[Detection | None]:
         """The highest-scoring face of each ``uint8 [B, H, W, 3]`` RGB frame, or None."""
-        frames = as_frame_batch(frames)
-        step = self.settings.detect_batch or max(1, len(frames))
-        found: list[np.ndarray] = []
-        for start in range(0, len(frames), step):
-            found.extend(detect(self._net(), frames[start : start + step]))
-        height, width = frames.shape[1:3]
-        return [_main_face(rows, width, height) for rows in found]
+        return [faces[0] if faces else None for faces in self.detect_all(frames)]
 
     def detect_all(self, frames: np.ndarray) -> list[list[Detection]]:
         """Every face of each frame (after S3FD's keep threshold and NMS), for face.select."""
@@ -184,10 +178,7 @@ def _faces(rows: np.ndarray, width: int, height: int) -> list[Detection]:
     return faces
 
 
-def _main_face(rows: np.ndarray, width: int, height: int) -> Detection | None:
-    """The best of a frame's detections, clipped to the frame (see :func:`_faces`)."""
-    faces = _faces(rows, width, height)
-    return faces[0] if faces else None
+
 
 
 class S3FDFaceProcessor(FaceProcessor):
