@@ -27,7 +27,7 @@ from lipkit_syncnet.stable_stream import (
     mel_windows,
     score_track,
 )
-from test_stable_syncnet_helpers import (
+from stable_syncnet_helpers import (
     SMALL,
     face_crops_256,
     random_stable_syncnet,

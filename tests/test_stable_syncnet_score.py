@@ -13,7 +13,7 @@ from lipkit_conformance import SyncScorerContract
 from lipkit_syncnet.stable_checkpoint import load_stable_syncnet
 from lipkit_syncnet.stable_model import StableSyncNet
 from lipkit_syncnet.stable_scorer import STABLE_WEIGHTS, StableSyncNetParams, StableSyncNetScorer
-from test_stable_syncnet_helpers import random_stable_syncnet, save_published
+from stable_syncnet_helpers import random_stable_syncnet, save_published
 
 from lipkit.errors import ModelError
 from lipkit.interfaces import SyncScorer

@@ -96,7 +96,7 @@ def reference_modules(reference_dir: Path) -> tuple[Any, Any]:
 def reference_config(reference_dir: Path, small: bool) -> dict[str, Any]:
     """The published config from the checkout's YAML, checked against lipkit's; or SMALL."""
     from lipkit_syncnet.stable_model import PUBLISHED
-    from test_stable_syncnet_helpers import SMALL
+    from stable_syncnet_helpers import SMALL
 
     def encoder(e: Any) -> dict[str, Any]:
         factors = [f if isinstance(f, int) else list(f) for f in e.downsample_factors]
@@ -128,7 +128,7 @@ def main() -> int:
     from lipkit_syncnet.stable_protocol import cosine_distance
     from lipkit_syncnet.stable_scorer import StableSyncNetParams, StableSyncNetScorer
     from lipkit_syncnet.stable_stream import audio_windows, lower_halves, mel_windows
-    from test_stable_syncnet_helpers import (
+    from stable_syncnet_helpers import (
         SMALL,
         face_crops_256,
         random_stable_syncnet,

@@ -62,6 +62,7 @@ SMALLEST_RUNS: dict[str, list[str]] = {
     "make_wav2lip_checkpoint.py": ["{tmp}/wav2lip_gan.pth"],
     "memory_plan_table.py": [],
     "score_vs_reference.py": ["--help"],  # needs a joonson/syncnet_python checkout
+    "stable_syncnet_vs_reference.py": ["--help"],  # needs a LatentSync checkout; minutes
     "vs_reference.py": ["--help"],  # needs a Wav2Lip checkout; minutes per clip
 }
 

@@ -102,7 +102,9 @@ class ResnetBlock2D(nn.Module):
         self.norm2 = nn.GroupNorm(GROUPS, cout, eps=NORM_EPS)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.conv_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else None
-        self.downsample_conv = nn.Conv2d(cout, cout, 3, stride=_pair(factor)) if factor != 1 else None
+        self.downsample_conv = (
+            nn.Conv2d(cout, cout, 3, stride=_pair(factor)) if factor != 1 else None
+        )
         self.pad = _padding(factor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -223,8 +225,6 @@ class StableSyncNet(nn.Module):
         """``[B, 1, 80, 52]`` normalised log-mel windows -> unit ``[B, D]``."""
         return functional.normalize(self.audio_encoder(mel).flatten(1), p=2, dim=1)
 
-    def forward(
-        self, frames: torch.Tensor, mel: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, frames: torch.Tensor, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Both embeddings: ``(lips, audio)``, as the reference's ``forward``."""
         return self.embed_lips(frames), self.embed_audio(mel)

@@ -178,9 +178,6 @@ def _faces(rows: np.ndarray, width: int, height: int) -> list[Detection]:
     return faces
 
 
-
-
-
 class S3FDFaceProcessor(FaceProcessor):
     """S3FD (face-alignment's weights), the detector the Wav2Lip reference uses: boxes only."""
 
