@@ -33,6 +33,7 @@ MODULES = (
     "lipkit.memory_fit",
     "lipkit.errors",
     "lipkit.colour",
+    "lipkit.live",
 )
 PAGE = Path(__file__).resolve().parent / "api.md"
 HEADER = """# API reference for plugin authors

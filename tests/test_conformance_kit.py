@@ -66,6 +66,7 @@ AUDIO_TESTS = (
     "test_windows_have_the_declared_shape",
     "test_deterministic_and_independent",
     "test_empty_audio_is_an_input_error",
+    "test_streaming_window_is_a_true_bound",
 )
 BLOCK_SKIMAGE = textwrap.dedent(
     """

@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_listing_commands(sub)
     # integrations: thin layers over the API (their heavy imports load when they run)
     from lipkit.batch.cli import add_batch_parser
+    from lipkit.cli_avatar import add_avatar_parser
     from lipkit.cli_score import add_compare_parser, add_score_parser
     from lipkit.service.cli import add_serve_parser
 
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_parser(sub)
     add_batch_parser(sub)
     add_serve_parser(sub)
+    add_avatar_parser(sub)
     return parser
 
 

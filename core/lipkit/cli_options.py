@@ -49,6 +49,31 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def add_backend_options(p: argparse.ArgumentParser) -> None:
+    """What picks and runs the backend, for commands without a job (``lipkit avatar``,
+    ``lipkit live``): backend, config, device, precision, checkpoint and params."""
+    p.add_argument("-b", "--backend", default=SUPPRESS, help="generator name, or auto")
+    p.add_argument("-c", "--config", default=SUPPRESS, help="lipkit.toml (default ./lipkit.toml)")
+    p.add_argument("--device", default=SUPPRESS, help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default=SUPPRESS)
+    p.add_argument(
+        "--checkpoint",
+        default=SUPPRESS,
+        help="the backend's checkpoint file (same as --param checkpoint=PATH)",
+    )
+    p.add_argument(
+        "-p", "--param", action="append", type=key_value, default=[], metavar="KEY=VALUE",
+        help="backend parameter (repeatable); values are JSON or plain strings",
+    )  # fmt: skip
+
+
+def add_face_options(p: argparse.ArgumentParser) -> None:
+    """The face tracking and input transform options, in a group ``faces``."""
+    faces = p.add_argument_group("faces")
+    _add_face_options(faces)
+    _add_input_transform(faces)
+
+
 def _add_inputs_and_backend(p: argparse.ArgumentParser) -> None:
     p.add_argument("face", help="face video or still image")
     p.add_argument("audio", nargs="?", help="speech: any file ffmpeg reads")

@@ -141,7 +141,10 @@ def lipkit_audio_encoders() -> list[AudioEncoder]:
     and returns :class:`lipkit.interfaces.AudioFeatures` whose ``window(frames)`` gives float32
     conditioning shaped ``[len(frames), *spec.frame_shape]`` for any output frame indices, in
     any order, independently of which other frames are asked for. Same input, same output.
-    Audio of zero length raises :class:`lipkit.errors.InputError`.
+    Audio of zero length raises :class:`lipkit.errors.InputError`. An encoder whose frame
+    features depend only on nearby samples can run on live audio: it sets
+    ``spec.streaming = True`` and returns from ``stream_window(params, fps)`` the samples it
+    reads before and after a frame's start (``spec/live.md``).
 
     Example::
 
@@ -201,7 +204,9 @@ def lipkit_generators() -> list[Generator]:
     is how a job is cancelled). Overrides change how the pipeline drives it:
     ``whole_frame_size`` (whole frames instead of face crops), ``frame_batches`` (fixed
     windows), ``job_spec`` (a declaration that depends on the parameters) and
-    ``user_batch_size`` (a batch parameter of its own).
+    ``user_batch_size`` (a batch parameter of its own). ``spec.streaming = True`` says it can
+    run live (``lipkit live``: one frame at a time from its crop and audio window; its audio
+    encoder must stream too, see ``AudioEncoder.stream_window`` and ``spec/live.md``).
 
     Example::
 

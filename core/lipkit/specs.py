@@ -81,6 +81,11 @@ class AudioEncoderSpec(_ImplementationSpec):
         description="the integrated loudness (BS.1770, LUFS) its reference normalises the speech "
         "to before encoding; the pipeline's loudness stage does it (setting audio.loudness)",
     )
+    streaming: bool = Field(
+        default=False,
+        description="features of a frame depend only on the samples around it (see "
+        "AudioEncoder.stream_window), not on the track's length: it can run on live audio",
+    )
 
 
 class FaceProcessorSpec(_ImplementationSpec):
@@ -149,6 +154,11 @@ class GeneratorSpec(_ImplementationSpec):
     )
     quality: int = Field(default=0, description="rank for backend=auto; higher wins")
     is_preview: bool = Field(default=False, description="no real model: for trying the pipeline")
+    streaming: bool = Field(
+        default=False,
+        description="it can run live (lipkit.live): any frame from its crop and audio window "
+        "alone, one frame at a time (no fixed windows, no history, no whole-frame output)",
+    )
 
 
 class EncoderSpec(_ImplementationSpec):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import numpy as np
@@ -10,7 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from lipkit.audio.checks import as_mono_track, check_timing, frame_indices
 from lipkit.audio.mel import (
     FEATURE_RATE,
+    HOP_LENGTH,
+    N_FFT,
     N_MELS,
+    SAMPLE_RATE,
     WINDOW_FRAMES,
     PadMode,
     gathered_windows,
@@ -130,8 +134,31 @@ class MelAudioEncoder(AudioEncoder):
         frame_shape=(N_MELS, WINDOW_FRAMES),
         description="Wav2Lip log-mel spectrogram (80 mels, 80 frames/s, 16-frame windows); "
         "numpy only, runs on the CPU",
+        streaming=True,
     )
     params_model: ClassVar[type[BaseModel]] = MelParams
+
+    def stream_window(self, params: BaseModel, fps: float) -> tuple[int, int] | None:
+        """``(before, after)`` samples around a frame's start that its window reads.
+
+        A window's last column ``c`` reads samples up to ``200 c + 400`` (the centred STFT);
+        at 25 fps with the reference settings that is 3400 samples (212.5 ms) past the frame's
+        start. ``sync_offset`` and ``mel_step_multiplier`` move and widen the window; the
+        bounds here hold for every frame (a rounding sample spare).
+        """
+        settings = as_params(params, MelParams)
+        per_frame = SAMPLE_RATE / float(fps)
+        spread = 7.5 * settings.mel_step_multiplier  # columns each side of a window's centre
+        stretched = settings.mel_step_multiplier != 1.0  # interpolated: one column more each side
+        # a window never runs past the track's last 16 columns (window_starts), whatever m
+        last_column = max(WINDOW_FRAMES - 1.0, 7.5 + spread + (1.0 if stretched else 0.0))
+        after = HOP_LENGTH * last_column + N_FFT // 2 + max(0, -settings.sync_offset) * per_frame
+        # trunc() starts a window up to a column early; floor() of a stretched one more
+        first_column = min(0.0, 7.5 - spread) - (2.0 if stretched else 1.0)
+        before = -HOP_LENGTH * first_column + N_FFT // 2 + 1
+        before += max(0, settings.sync_offset) * per_frame
+        exact = per_frame.is_integer()
+        return math.ceil(before) + 1, math.ceil(after) + (0 if exact else 1)
 
     def encode(
         self,

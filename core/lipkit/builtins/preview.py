@@ -204,6 +204,7 @@ class PreviewGenerator(Generator):
         is_preview=True,
         mouth_region=MOUTH_REGION,
         memory_per_item=1 * MIB,
+        streaming=True,
     )
     params_model: ClassVar[type[BaseModel]] = PreviewParams
 

@@ -60,3 +60,16 @@ class AudioEncoder(ABC):
         Never materialise the whole track (``read(0, len(track))``): read the samples each
         window or bounded block needs, and any whole-track statistic in a streaming pass.
         """
+
+    def stream_window(self, params: BaseModel, fps: float) -> tuple[int, int] | None:
+        """For live audio (``spec.streaming``): ``(before, after)``, how many samples before and
+        after a frame's start time the features of that frame read; None: cannot stream.
+
+        A streaming encoder promises that frame ``i``'s features depend only on the samples
+        ``[t_i - before, t_i + after)`` (``t_i = round(i * sample_rate / fps)``), never on the
+        track's length: the live session (:mod:`lipkit.live`) calls :meth:`encode` on the
+        audio received so far and asks only for frames whose window has fully arrived, so
+        they equal a whole-track run's. ``after`` is the look-ahead that live output waits for
+        (Wav2Lip's mel window: 3400 samples, 212.5 ms at 16 kHz). The default says None.
+        """
+        return None

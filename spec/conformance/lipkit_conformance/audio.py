@@ -105,3 +105,40 @@ class AudioEncoderContract:
                 params=build_params(encoder.params_model, encoder_params),
                 device=cpu_device,
             )
+
+    def test_streaming_window_is_a_true_bound(
+        self, encoder: AudioEncoder, encoder_params: dict[str, Any], cpu_device: DeviceInfo
+    ) -> None:
+        """``spec.streaming`` and ``stream_window`` agree; for a streaming encoder, a frame's
+        features from only the samples ``[t - before, t + after)`` it declares (the track cut
+        there, everything earlier replaced by loud noise) equal the whole track's, at several
+        frame rates and frames (hypothesis): what ``lipkit live`` relies on."""
+        from lipkit.live.audio_stream import StreamFeatures, Timeline
+
+        values = build_params(encoder.params_model, encoder_params)
+        window = encoder.stream_window(values, 25.0)
+        assert encoder.spec.streaming == (window is not None), (
+            "spec.streaming must be True exactly when stream_window returns a window"
+        )
+        if window is None:
+            pytest.skip("not a streaming encoder")
+        assert all(isinstance(v, int) and v >= 0 for v in window)
+        audio = self.speech(6.0, seed=3)
+
+        @SETTINGS
+        @given(fps=st.sampled_from([24.0, 25.0, 29.97, 30.0]), frame=st.integers(0, 60))
+        def check(fps: float, frame: int) -> None:
+            features = StreamFeatures(encoder, values, fps, cpu_device)
+            cut = audio[: features.needed(frame)].copy()
+            first = features.first_needed(frame)
+            noise = np.random.default_rng(frame).uniform(-1.0, 1.0, first)
+            cut[:first] = noise.astype(np.float32)
+            timeline = Timeline()
+            timeline.append(cut)
+            streamed = features.windows(timeline, np.array([frame], dtype=np.int64))
+            whole = encoder.encode(
+                audio, fps=fps, num_frames=frame + 100, params=values, device=cpu_device
+            ).window(np.array([frame], dtype=np.int64))
+            np.testing.assert_allclose(streamed, whole, rtol=0, atol=1e-4)
+
+        check()

@@ -314,6 +314,19 @@ class GeneratorContract:
             assert diff.max() <= self.ITEM_TOLERANCE, f"items alone differ by {diff.max()} levels"
             assert (diff > 0).mean() < 0.01, f"{(diff > 0).mean():.1%} of values differ"
 
+    def test_streaming_generators_make_any_frame_alone(
+        self, generator: Generator, generator_params: dict[str, Any], job_spec: GeneratorSpec
+    ) -> None:
+        """A generator that declares ``streaming`` (it can run in ``lipkit live``) makes any
+        frame from its crop and audio window alone: no fixed batches, no whole frames, no
+        history, batches of any size (``test_items_are_independent`` checks the outputs)."""
+        if not job_spec.streaming:
+            pytest.skip("not a streaming generator")
+        values = build_params(generator.params_model, generator_params)
+        assert generator.frame_batches(values, self.JOB_FRAMES) is None, "fixed batches"
+        assert generator.whole_frame_size(values, *self.JOB_INPUT) is None, "whole frames"
+        assert job_spec.history_frames == 0 and job_spec.chunk_multiple == 1
+
     def test_progress_is_in_order_and_a_raise_stops_the_batch(
         self,
         generator: Generator,
