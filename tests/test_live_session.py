@@ -248,3 +248,24 @@ def test_an_avatar_is_for_the_backend_it_was_cropped_for(
     prepare_avatar(sample_portrait, "p", backend="preview", settings=home_settings)
     with pytest.raises(ConfigError, match="prepared for preview"):
         LiveEngine.open("p", backend="wav2lip", settings=home_settings)
+
+
+def test_the_avatar_commands(
+    lipkit_home: Path,
+    sample_portrait: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lipkit.cli import main
+
+    monkeypatch.setenv("LIPKIT_LOAD_PLUGINS", "latentsync")
+
+    assert main(["avatar", "prepare", str(sample_portrait), "-o", "anna", "-b", "preview"]) == 0
+    assert "run it: lipkit live anna" in capsys.readouterr().out
+    assert main(["avatar", "prepare", str(sample_portrait), "-o", "anna", "-b", "preview"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main(["avatar", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "anna" in listed and "preview" in listed and "288x288" in listed
+    assert main(["avatar", "prepare", str(sample_portrait), "-o", "l", "-b", "latentsync"]) == 2
+    assert "cannot run live" in capsys.readouterr().err

@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     # integrations: thin layers over the API (their heavy imports load when they run)
     from lipkit.batch.cli import add_batch_parser
     from lipkit.cli_avatar import add_avatar_parser
+    from lipkit.cli_live import add_live_parser
     from lipkit.cli_score import add_compare_parser, add_score_parser
     from lipkit.service.cli import add_serve_parser
 
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_batch_parser(sub)
     add_serve_parser(sub)
     add_avatar_parser(sub)
+    add_live_parser(sub)
     return parser
 
 

@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from lipkit.config_audio import AudioSettings
+from lipkit.config_live import LiveSettings
 from lipkit.errors import ConfigError
 from lipkit.face.select import PATTERN as FACE_SELECT_PATTERN
 from lipkit.specs import LengthPolicy
@@ -214,6 +215,7 @@ class LipkitSettings(BaseSettings):
     input: InputSettings = Field(default_factory=InputSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
     audio: AudioSettings = Field(default_factory=AudioSettings)
+    live: LiveSettings = Field(default_factory=LiveSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     backends: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-backend parameters: [backends.NAME] in lipkit.toml"

@@ -92,9 +92,10 @@ class LiveEngine:
         params: dict[str, Any] | None = None,
         live: LiveSettings | None = None,
     ) -> LiveEngine:
-        """Resolve, load and (``live.check_speed``) measure the avatar's backend."""
+        """Resolve, load and (``live.check_speed``) measure the avatar's backend; ``live``
+        defaults to ``settings.live`` (``[live]`` in lipkit.toml)."""
         settings = settings or LipkitSettings()
-        live = live or LiveSettings()
+        live = live or settings.live
         opened = avatar if isinstance(avatar, Avatar) else load_avatar(avatar, settings)
         selection = _resolve(opened, backend, settings, registry, params)
         generator = _load(selection, settings)

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
+from lipkit.config_live import LiveSettings
 from lipkit.face import warp
 from lipkit.interfaces import GeneratorSession
 from lipkit.live.audio_stream import SAMPLE_RATE, StreamFeatures, Timeline, as_pcm
@@ -24,43 +24,7 @@ from lipkit.live.avatar import Avatar
 from lipkit.pipeline.stages import Generation
 from lipkit.specs import GeneratorSpec
 
-
-class LiveSettings(BaseModel):
-    """How a live session treats silence and load (``[live]`` in lipkit.toml; CLI flags)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    silence_dbfs: float | None = Field(
-        default=-45.0,
-        le=0.0,
-        description="a frame whose audio window is quieter than this (RMS, dB below full "
-        "scale) shows the idle video; None: generate every frame",
-    )
-    hold_frames: int = Field(
-        default=5,
-        ge=0,
-        le=100,
-        description="frames after the last speech that are still generated (short pauses "
-        "between words keep the model's mouth)",
-    )
-    max_delay: float = Field(
-        default=0.1,
-        ge=0.0,
-        le=5.0,
-        description="seconds a frame may take after its audio has arrived before it counts as "
-        "late; a frame that would be later shows the idle mouth (dropped)",
-    )
-    max_batch: int = Field(
-        default=8,
-        ge=1,
-        le=256,
-        description="frames generated together when several are ready at once (bursty audio)",
-    )
-    check_speed: bool = Field(
-        default=True,
-        description="measure the backend on this device when the engine opens and refuse it "
-        "if it cannot make the avatar's frame rate",
-    )
+__all__ = ["LiveFrame", "LiveSettings", "StreamingSession"]
 
 
 @dataclass
