@@ -16,9 +16,9 @@ $(VENV)/.core: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(VENV)/.dev: pyproject.toml spec/conformance/pyproject.toml spec/example-plugin/pyproject.toml plugins/wav2lip/pyproject.toml plugins/memory/pyproject.toml plugins/latentsync/pyproject.toml plugins/infinitetalk/pyproject.toml plugins/silero_vad/pyproject.toml plugins/demucs/pyproject.toml plugins/syncnet/pyproject.toml integrations/runpod/pyproject.toml | $(BIN)/python
+$(VENV)/.dev: pyproject.toml spec/conformance/pyproject.toml spec/example-plugin/pyproject.toml plugins/wav2lip/pyproject.toml plugins/memory/pyproject.toml plugins/latentsync/pyproject.toml plugins/infinitetalk/pyproject.toml plugins/silero_vad/pyproject.toml plugins/demucs/pyproject.toml plugins/syncnet/pyproject.toml integrations/runpod/pyproject.toml integrations/pipecat/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev,serve,ray]' -e spec/conformance -e spec/example-plugin -e plugins/wav2lip -e plugins/memory -e 'plugins/latentsync[test]' -e plugins/infinitetalk -e plugins/silero_vad -e plugins/demucs -e 'plugins/syncnet[test]' -e integrations/runpod
+	$(BIN)/pip install -q -e '.[dev,serve,ray,live]' -e spec/conformance -e spec/example-plugin -e plugins/wav2lip -e plugins/memory -e 'plugins/latentsync[test]' -e plugins/infinitetalk -e plugins/silero_vad -e plugins/demucs -e 'plugins/syncnet[test]' -e integrations/runpod -e integrations/pipecat
 	touch $@ $(VENV)/.core
 
 install-core: $(VENV)/.core

@@ -142,7 +142,7 @@ def test_bf16_stays_close_to_fp32(published: Path, cpu_device: DeviceInfo) -> No
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_cpu_half_weights_cast_once_equal_autocast(
-    published: Path, cpu_device: DeviceInfo, precision: str
+    published: Path, cpu_device: DeviceInfo, precision: Precision
 ) -> None:
     """On the CPU a half-precision session holds its weights cast once (a live frame is one
     call: casting 36 M weights per call cost ~10%); autocast computes the same convolutions."""

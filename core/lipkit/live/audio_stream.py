@@ -87,6 +87,16 @@ class Timeline:
                 out[lo - start : hi - start] = self._data[lo - kept : hi - kept]
         return out
 
+    def truncate(self, sample: int) -> int:
+        """Drop the samples from ``sample`` on (an interrupted reply); how many were dropped."""
+        with self._lock:
+            cut = max(int(sample), self.kept_from)
+            dropped = max(0, self.end - cut)
+            if dropped:
+                self._data = self._data[: cut - self.kept_from]
+                self.end = cut
+            return dropped
+
     def forget_before(self, sample: int) -> None:
         """Drop samples before ``sample`` (memory stays flat over a long stream)."""
         with self._lock:

@@ -78,6 +78,13 @@ class StreamingSession:
         last = -(-self.timeline.end * self.fps // SAMPLE_RATE)  # frames that hold any audio
         return self.render(max(0, int(last) - self.next_index))
 
+    def drop_pending(self) -> tuple[int, int]:
+        """Drop the audio no frame has played yet (an interruption): ``(cut, dropped)``, the
+        timeline sample it was cut at (the next frame's first) and how many were dropped.
+        The next frames read silence and show the idle face once ``hold_frames`` pass."""
+        cut = self.features.start(self.next_index)
+        return cut, self.timeline.truncate(cut)
+
     # ------------------------------------------------------------------ for a clock
 
     def ready_count(self) -> int:

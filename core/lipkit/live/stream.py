@@ -64,6 +64,11 @@ class _Arrivals:
     def add(self, start: int, stop: int, wall: float) -> None:
         self.chunks.append((start, stop, wall))
 
+    def cut(self, sample: int) -> None:
+        """Forget what landed from ``sample`` on (the timeline was cut there)."""
+        kept = [(a, min(b, sample), wall) for a, b, wall in self.chunks if a < sample]
+        self.chunks = deque(kept)
+
     def arrival(self, sample: int) -> float | None:
         """When the chunk holding ``sample`` arrived (None: inserted silence); forgets older."""
         while self.chunks and self.chunks[0][1] <= sample:
@@ -97,6 +102,7 @@ class LiveStream:
         self._arrivals = _Arrivals()
         self._latencies: deque[float] = deque(maxlen=_LATENCIES_KEPT)
         self._origin: float | None = None
+        self.error: Exception | None = None  # what stopped the clock, if it failed
         # arrival jitter under this many samples is absorbed (the chunk goes on where the last
         # ended); a longer gap is a pause, and the audio after it lands at the live edge
         self._tolerance = round(SAMPLE_RATE * max(1.0 / self.fps, self.max_delay / 2))
@@ -137,6 +143,21 @@ class LiveStream:
             self._arrivals.add(position, position + len(pcm), now)
             self._cond.notify_all()
 
+    def interrupt(self) -> tuple[int, int]:
+        """Drop the pushed audio that no frame has played yet (the user spoke over the agent):
+        the face goes back to idle within ``hold_frames``. Returns ``(cut, dropped)`` as
+        :meth:`StreamingSession.drop_pending` does."""
+        with self._cond:
+            cut, dropped = self.session.drop_pending()
+            self._arrivals.cut(cut)
+            self._cond.notify_all()
+        return cut, dropped
+
+    @property
+    def running(self) -> bool:
+        """True while the clock runs (started, not closed, not failed)."""
+        return self._thread is not None and self._thread.is_alive() and not self._stopped
+
     def get(self, timeout: float | None = None) -> LiveFrame | None:
         """The next frame (blocks up to ``timeout`` seconds; None when none came)."""
         try:
@@ -176,9 +197,12 @@ class LiveStream:
             while not self._stopped:
                 now = self.clock()
                 have = self.session.timeline.end >= needed
-                if now >= due or (have and now >= release):
+                # missing audio (the end of an utterance, a stall) is waited for only as long
+                # as still leaves the time to make the frame with what there is
+                last_call = due - self._estimate
+                if now >= last_call or (have and now >= release):
                     return now, due
-                self._cond.wait(timeout=max(0.0, (release if have else due) - now))
+                self._cond.wait(timeout=max(0.0, (release if have else last_call) - now))
             return None
 
     def _run(self) -> None:
@@ -190,8 +214,9 @@ class LiveStream:
                     return
                 now, due = timing
                 self._emit(k, now, due)
-        except Exception as exc:  # a plugin failure ends the stream; the reader sees it stop
+        except Exception as exc:  # a plugin failure ends the stream: ``running`` turns False
             log.error("live stream stopped", error=str(exc), kind=type(exc).__name__)
+            self.error = exc
             self._stopped = True
 
     def _emit(self, k: int, now: float, due: float) -> None:
