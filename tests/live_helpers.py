@@ -3,9 +3,6 @@ service's app with the live routes under uvicorn on loopback, and where the avat
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,7 +57,7 @@ def live_server(
 ) -> Iterator[str]:
     """``lipkit live``'s app (the service's, plus the live routes) under uvicorn on 127.0.0.1
     (a free port), in a thread; yields the base URL."""
-    import uvicorn
+    from test_service import serve_app
 
     from lipkit.service.app import create_app
     from lipkit.service.routes_live import add_live_routes
@@ -68,21 +65,5 @@ def live_server(
     config = ServiceConfig(state_dir=state_dir, api_key=api_key)
     app = create_app(config, settings=LipkitSettings(home=state_dir / "home"))
     add_live_routes(app, engine, config, options)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
-        assert not thread.is_alive()
+    with serve_app(app) as base:
+        yield base

@@ -186,6 +186,15 @@ def test_avatar_files_and_errors(
     with pytest.raises(InputError, match="prepare it again"):
         load_avatar("clip", home_settings)
     assert sorted(p.name for p in (lipkit_home / "avatars").iterdir()) == ["clip"]  # no leftovers
+    precious = lipkit_home / "projects"
+    (precious / "notes.txt").parent.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    for where in (precious, Path("."), lipkit_home.parent):
+        with pytest.raises(ConfigError, match="not an avatar|current folder"):
+            prepare_avatar(
+                sample_face, where, backend="preview", settings=home_settings, force=True
+            )
+    assert (precious / "notes.txt").read_text() == "keep me"
 
 
 def test_backends_that_cannot_stream_are_refused_before_their_weights(
@@ -269,3 +278,39 @@ def test_the_avatar_commands(
     assert "anna" in listed and "preview" in listed and "288x288" in listed
     assert main(["avatar", "prepare", str(sample_portrait), "-o", "l", "-b", "latentsync"]) == 2
     assert "cannot run live" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_wav2lip_session_frames_equal_the_batch_job_to_the_last(
+    home_settings: LipkitSettings, sample_face: Path, tmp_path: Path
+) -> None:
+    """Wav2Lip (random weights in the published format) live and in a job on 2 s of noise
+    that ends mid-speech: the last windows (clamped to the track's end, reflected) included."""
+    from wav2lip_helpers import random_state_dict, save_published
+
+    checkpoint = save_published(random_state_dict(1), tmp_path / "w2l.pth", module_prefix=True)
+    audio_path = tmp_path / "noise.wav"
+    noise = (9000 * np.random.default_rng(5).standard_normal(32000)).astype(np.int16)
+    scipy.io.wavfile.write(audio_path, 16000, noise)  # 16-bit: the job reads the same samples
+    registry = load_registry(allow=["wav2lip"])
+    params = {"checkpoint": str(checkpoint)}
+    prepare_avatar(
+        sample_face, "w", backend="wav2lip", settings=home_settings, registry=registry,
+        params=params, seconds=2,
+    )  # fmt: skip
+    batch = lipkit.sync(
+        sample_face, audio_path, None, backend="wav2lip", length_policy="pingpong",
+        settings=home_settings, registry=registry, params=params,
+    ).frames  # fmt: skip
+    live = LiveSettings(silence_dbfs=None, check_speed=False)
+    engine = LiveEngine.open(
+        "w", settings=home_settings, registry=registry, params=params, live=live
+    )
+    with engine:
+        session = engine.session()
+        frames = session.push(noise[:20000]) + session.push(noise[20000:]) + session.finish()
+    assert batch is not None and len(frames) == len(batch) == 50
+    # the same network on the same crops in batches of other sizes: one level of rounding
+    pairs = zip(frames, batch, strict=True)
+    diffs = [int(np.abs(f.image.astype(int) - np.asarray(b, int)).max()) for f, b in pairs]
+    assert max(diffs) <= 2, str(diffs)

@@ -276,6 +276,26 @@ def test_every_live_route_but_the_page_needs_the_key(engine: LiveEngine, tmp_pat
         assert "lipkitLive" in script.text and "/live/live.js" in page.text
 
 
+def test_pages_of_other_sites_and_rebound_host_names_are_refused(base: str) -> None:
+    """With no key, a page on another site must not drive the avatar: browsers send Origin
+    with a WebSocket handshake (no CORS there) and a cross-site POST; a name rebound to
+    127.0.0.1 arrives with its own Host. Programs (no Origin) and this server's page pass."""
+    evil = {"Origin": "http://evil.example"}
+    with pytest.raises(InvalidStatus) as refused:
+        connect(ws_url(base), additional_headers=evil).close()
+    assert refused.value.response.status_code == 403
+    detail = json.loads(refused.value.response.body or b"{}")["detail"]
+    assert "another site" in detail["message"] and "/live" in detail["hint"]
+    offer = httpx.post(f"{base}/live/offer", content=b"{}", headers=evil, timeout=10)
+    assert offer.status_code == 403
+    rebound = httpx.get(f"{base}/live/stats", headers={"Host": "evil.example:80"}, timeout=10)
+    assert rebound.status_code == 403 and "evil.example" in rebound.json()["detail"]["message"]
+    same = {"Origin": base}  # the page served here
+    with connect(ws_url(base), additional_headers=same, max_size=None) as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "info"
+    assert httpx.get(f"{base}/live/stats", headers=same, timeout=10).status_code == 200
+
+
 def test_without_aiortc_the_offer_says_what_to_install_and_the_websocket_works(
     engine: LiveEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -37,6 +37,13 @@ def fast_settings(**extra: Any) -> LipkitSettings:
 def serve(config: ServiceConfig, **kwargs: Any) -> Iterator[str]:
     """The app under uvicorn on 127.0.0.1 (a free port), in a thread; yields the base URL."""
     app = create_app(config, settings=kwargs.pop("settings", fast_settings()), **kwargs)
+    with serve_app(app) as base:
+        yield base
+
+
+@contextmanager
+def serve_app(app: Any) -> Iterator[str]:
+    """Any ASGI ``app`` under uvicorn on 127.0.0.1 (a free port), in a thread; the base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

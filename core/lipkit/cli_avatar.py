@@ -1,4 +1,4 @@
-"""``lipkit avatar prepare FACE -o NAME`` (and ``list``, ``show``): avatars for ``lipkit live``."""
+"""``lipkit avatar prepare FACE -o NAME`` and ``lipkit avatar list``: avatars for live use."""
 
 from __future__ import annotations
 

@@ -108,7 +108,10 @@ def _options(args: argparse.Namespace, settings: LipkitSettings) -> tuple[LiveSe
     }
     try:
         live = LiveSettings.model_validate({**settings.live.model_dump(), **flags})
-        options = LiveOptions(jpeg_quality=args.jpeg_quality)
+        loopback = args.host in LOOPBACK
+        options = LiveOptions(
+            jpeg_quality=args.jpeg_quality, **({} if loopback else {"hosts": None})
+        )
     except ValidationError as exc:
         from lipkit.config import format_validation_error
 

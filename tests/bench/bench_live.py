@@ -3,14 +3,15 @@
     python tests/bench/bench_live.py --work /tmp/livebench --minutes 5
     python tests/bench/bench_live.py --work /tmp/livebench --minutes 1 --avatar 512 --precision fp32
 
-For each avatar (``512``: scikit-image's 512x512 astronaut photograph as a still; ``720``: the
-sample face clip as a 10 s 1280x720 video, made by ``make_long_inputs.py``) it prepares a Wav2Lip
-avatar with a random-weight checkpoint in the published format (``make_wav2lip_checkpoint.py``;
-compute does not depend on the weights), opens a :class:`lipkit.live.LiveStream` and plays it
-``--minutes`` of speech in real time: the sample speech looped with a second of silence between
-repeats (utterances and pauses, as a voice agent talks), pushed in 20 ms chunks by a thread on a
-monotonic clock, as a microphone would. A reader thread takes every frame and JPEG-encodes it
-(quality 85, what the WebSocket protocol sends) and stamps it when the encoder is done.
+For each avatar (``512``: the sample portrait photograph scaled to 512x512, a still; ``720``:
+the sample face clip as a 10 s 1280x720 video, made by ``make_long_inputs.py``) it prepares a
+Wav2Lip avatar with a random-weight checkpoint in the published format
+(``make_wav2lip_checkpoint.py``; compute does not depend on the weights), opens a
+:class:`lipkit.live.LiveStream` and plays it ``--minutes`` of speech in real time: the sample
+speech looped with a second of silence between repeats (utterances and pauses, as a voice agent
+talks), pushed in 20 ms chunks by a thread on a monotonic clock, as a microphone would. A reader
+thread takes every frame and JPEG-encodes it (quality 85, what the WebSocket protocol sends) and
+stamps it when the encoder is done.
 
 Printed per avatar: frames out and the sustained rate, generated / idle / dropped / late frames,
 the added latency (the arrival of the 20 ms chunk holding a frame's first audio sample -> that
@@ -48,12 +49,12 @@ def make_inputs(work: Path) -> dict[str, Path]:
         subprocess.run(
             [sys.executable, str(HERE / "make_wav2lip_checkpoint.py"), str(checkpoint)], check=True
         )
-    still = work / "astronaut512.png"
+    still = work / "portrait512.png"
     if not still.exists():
-        import skimage.data
         from PIL import Image
 
-        Image.fromarray(skimage.data.astronaut()).save(still)
+        with Image.open(MEDIA / "portrait.png") as portrait:
+            portrait.convert("RGB").resize((512, 512), Image.Resampling.LANCZOS).save(still)
     clip = work / "face_10s.mp4"
     if not clip.exists():
         subprocess.run(
@@ -165,7 +166,14 @@ def main() -> None:
     parser.add_argument("--avatar", choices=["512", "720", "both"], default="both")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--torch-threads", type=int, default=None, help="torch intra-op threads (default: its own)"
+    )
     args = parser.parse_args()
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     inputs = make_inputs(args.work)
     names = ["512", "720"] if args.avatar == "both" else [args.avatar]
     rows = []

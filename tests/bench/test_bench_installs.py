@@ -47,6 +47,7 @@ for _name in os.environ.get("LIPKIT_TEST_BLOCKED_MODULES", "").split(","):
 SMALLEST_RUNS: dict[str, list[str]] = {
     "bench_infinitetalk_block.py": ["--help"],  # one full-size 14B block: 10+ GiB
     "bench_latentsync.py": ["--help"],  # needs the 5 GB weights make_latentsync_checkpoints makes
+    "bench_live.py": ["--work", "{tmp}", "--minutes", "0.05", "--avatar", "512"],  # 3 s live
     "bench_long_audio.py": ["--help"],  # 10 min and 3 h of speech
     "bench_memory_scaling.py": ["{tmp}", "--lengths", "1", "--x264-preset", "ultrafast"],
     "bench_overlap.py": [FACE, SPEECH, "--frames", "25", "--x264-preset", "ultrafast"],

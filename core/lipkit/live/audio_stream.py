@@ -142,10 +142,14 @@ class StreamFeatures:
         """Samples the timeline must hold before ``frame`` is exact: its window and its audio."""
         return max(self.start(frame) + self.after, self.start(frame + 1))
 
-    def windows(self, timeline: Timeline, frames: np.ndarray) -> np.ndarray:
-        """Features of ``frames`` (``int64 [n]``, ascending), zeros read past the timeline."""
+    def windows(self, timeline: Timeline, frames: np.ndarray, *, ended: bool = False) -> np.ndarray:
+        """Features of ``frames`` (``int64 [n]``, ascending), zeros read past the timeline;
+        with ``ended`` the audio ends where the timeline does, and the last windows are those
+        of a whole track of that length (the encoder's own end handling: Wav2Lip's last
+        window, the reflected edge)."""
         last = int(frames[-1])
-        track = _TimelineTrack(timeline, self.needed(last))
+        length = timeline.end if ended else self.needed(last)
+        track = _TimelineTrack(timeline, length)
         features = self.encoder.encode(
             track, fps=self.fps, num_frames=last + 1, params=self.params, device=self.device
         )

@@ -97,9 +97,19 @@ class LiveEngine:
         settings = settings or LipkitSettings()
         live = live or settings.live
         opened = avatar if isinstance(avatar, Avatar) else load_avatar(avatar, settings)
-        selection = _resolve(opened, backend, settings, registry, params)
-        generator = _load(selection, settings)
-        engine = cls(opened, selection, generator, live)
+        try:
+            selection = _resolve(opened, backend, settings, registry, params)
+            generator = _load(selection, settings)
+        except BaseException:
+            if opened is not avatar:  # ours to close
+                opened.close()
+            raise
+        try:
+            engine = cls(opened, selection, generator, live)
+        except BaseException:
+            generator.close()
+            opened.close()
+            raise
         try:
             if live.check_speed:
                 engine.check_speed()

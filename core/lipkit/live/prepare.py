@@ -201,12 +201,7 @@ def prepare_avatar(
     taken), InputError / NoFaceError (no face in any frame) like a job on that face would.
     """
     settings = settings or LipkitSettings()
-    target = avatar_dir(name, settings)
-    if (target / "avatar.json").exists() and not force:
-        raise ConfigError(
-            f"avatar {os.fspath(name)!r} exists ({target})",
-            hint="pass --force to replace it, or choose another name with -o",
-        )
+    target = _target(avatar_dir(name, settings), os.fspath(name), force)
     target.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -226,6 +221,32 @@ def prepare_avatar(
         raise
     log.info("avatar prepared", avatar=str(target), frames=count, with_face=with_face)
     return load_avatar(target, settings)
+
+
+def _target(target: Path, name: str, force: bool) -> Path:
+    """Where the avatar goes; ConfigError for a taken name (without ``force``) and for any
+    folder that is not an avatar (the current folder, one above it, one holding other files):
+    only a previous avatar is ever replaced."""
+    resolved = target.resolve()
+    here = Path.cwd().resolve()
+    if resolved == here or resolved in here.parents or not resolved.name:
+        raise ConfigError(
+            f"-o {name!r} is the current folder or one above it, not a new avatar folder",
+            hint="give a name (kept in $LIPKIT_HOME/avatars) or a new folder such as ./anna",
+        )
+    if not target.exists():
+        return target
+    if not (target / "avatar.json").is_file():
+        raise ConfigError(
+            f"{target} exists and is not an avatar: it is left as it is",
+            hint="choose another name or a new folder with -o",
+        )
+    if not force:
+        raise ConfigError(
+            f"avatar {name!r} exists ({target})",
+            hint="pass --force to replace it, or choose another name with -o",
+        )
+    return target
 
 
 def _info(name: str, selection: Selection, count: int, with_face: int) -> AvatarInfo:

@@ -19,7 +19,7 @@ import numpy as np
 from lipkit.config_live import LiveSettings
 from lipkit.face import warp
 from lipkit.interfaces import GeneratorSession
-from lipkit.live.audio_stream import SAMPLE_RATE, StreamFeatures, Timeline, as_pcm
+from lipkit.live.audio_stream import StreamFeatures, Timeline, as_pcm
 from lipkit.live.avatar import Avatar
 from lipkit.pipeline.stages import Generation
 from lipkit.specs import GeneratorSpec
@@ -62,6 +62,7 @@ class StreamingSession:
         self.timeline = Timeline()
         self.next_index = 0  # the next frame to come out
         self._last_speech = -(10**9)
+        self._ended = False  # finish(): the audio ends where the timeline does
         level = self.settings.silence_dbfs
         self._threshold = None if level is None else float(10.0 ** (level / 20.0))
 
@@ -74,9 +75,16 @@ class StreamingSession:
         return self.render(self.ready_count())
 
     def finish(self) -> list[LiveFrame]:
-        """The frames left at the end of the audio (their windows read zeros past it)."""
-        last = -(-self.timeline.end * self.fps // SAMPLE_RATE)  # frames that hold any audio
-        return self.render(max(0, int(last) - self.next_index))
+        """The frames left at the end of the audio: every frame that holds some of it, their
+        windows as a whole-track run of this audio makes them (so the frames equal a job's)."""
+        held = 0
+        while self.features.start(self.next_index + held) < self.timeline.end:
+            held += 1
+        self._ended = True
+        try:
+            return self.render(held)
+        finally:
+            self._ended = False
 
     def drop_pending(self) -> tuple[int, int]:
         """Drop the audio no frame has played yet (an interruption): ``(cut, dropped)``, the
@@ -124,7 +132,7 @@ class StreamingSession:
         if todo:
             rows = indices[todo]
             crops = np.stack([avatar.crops[shown[j]] for j in todo])
-            audio = self.features.windows(self.timeline, rows)
+            audio = self.features.windows(self.timeline, rows, ended=self._ended)
             made = self.generation.run(rows, crops, audio, len(todo))
             for j, face in zip(todo, made, strict=True):
                 matrix = avatar.matrices[shown[j]]

@@ -117,9 +117,11 @@ class LiveStream:
     def start(self) -> LiveStream:
         """Start the clock (idle frames flow until audio arrives)."""
         with self._cond:
+            if self._thread is not None:  # started already: ``with stream`` after start()
+                return self
             if self._origin is None:
                 self._origin = self.clock()
-        self._thread = threading.Thread(target=self._run, name="lipkit-live", daemon=True)
+            self._thread = threading.Thread(target=self._run, name="lipkit-live", daemon=True)
         self._thread.start()
         return self
 
@@ -154,6 +156,16 @@ class LiveStream:
         return cut, dropped
 
     @property
+    def queued_seconds(self) -> float:
+        """Seconds of pushed audio no frame has played yet (a client far ahead of real time
+        is sending too fast: the hosts refuse more than ``max_ahead``)."""
+        played = self.features.start(self.session.next_index)
+        return max(0, self.session.timeline.end - played) / SAMPLE_RATE
+
+    def _clock_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def running(self) -> bool:
         """True while the clock runs (started, not closed, not failed)."""
         return self._thread is not None and self._thread.is_alive() and not self._stopped
@@ -167,7 +179,7 @@ class LiveStream:
 
     def frames(self) -> Iterator[LiveFrame]:
         """Frames as they come, until :meth:`close`."""
-        while not self._stopped or not self._out.empty():
+        while not self._stopped or self._clock_alive() or not self._out.empty():
             frame = self.get(timeout=0.1)
             if frame is not None:
                 yield frame
@@ -199,7 +211,7 @@ class LiveStream:
                 have = self.session.timeline.end >= needed
                 # missing audio (the end of an utterance, a stall) is waited for only as long
                 # as still leaves the time to make the frame with what there is
-                last_call = due - self._estimate
+                last_call = max(release, due - self._estimate)
                 if now >= last_call or (have and now >= release):
                     return now, due
                 self._cond.wait(timeout=max(0.0, (release if have else last_call) - now))

@@ -14,6 +14,7 @@ import asyncio
 import hmac
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,6 +33,8 @@ TAKEN_OVER = 4001
 GOING_AWAY = 1001
 """WebSocket close code: the server is stopping."""
 KEY_HINT = "send header X-API-Key, or add ?key=KEY to the URL"
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+SITE_HINT = "open the page from this server (http://127.0.0.1:PORT/live), not from another site"
 
 
 class LiveOptions(BaseModel):
@@ -49,6 +52,12 @@ class LiveOptions(BaseModel):
     )
     connect_timeout: float = Field(
         default=30.0, gt=0, description="seconds a WebRTC peer has to connect"
+    )
+    hosts: tuple[str, ...] | None = Field(
+        default=LOOPBACK_NAMES,
+        description="the host names requests may be addressed to (a page on another site "
+        "that resolves its own name to 127.0.0.1 is refused); None: any, when listening off "
+        "loopback",
     )
 
 
@@ -156,10 +165,28 @@ def key_ok(config: ServiceConfig, headers: Headers, query: QueryParams) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def live_key_guard(config: ServiceConfig) -> list[Any]:
-    """Route dependencies: 401 without the API key (header, or ``?key=`` for browsers)."""
+def foreign_site(options: LiveOptions, headers: Headers) -> str | None:
+    """Why a request from a browser page of another site (or to a host name this server does
+    not answer to: DNS rebinding) is refused; None when it is not one. Browsers send
+    ``Origin`` with WebSocket handshakes and cross-site POSTs; programs send none."""
+    host = headers.get("host", "").lower()
+    origin = headers.get("origin")
+    if origin is not None and (origin == "null" or urlsplit(origin).netloc.lower() != host):
+        return f"a page of another site ({origin}) may not use the live routes"
+    name = urlsplit(f"//{host}").hostname or ""
+    if options.hosts is not None and name not in options.hosts:
+        return f"requests to {host or 'no host'} are not served (only {', '.join(options.hosts)})"
+    return None
+
+
+def live_key_guard(config: ServiceConfig, options: LiveOptions) -> list[Any]:
+    """Route dependencies: 403 for another site's page (:func:`foreign_site`), 401 without
+    the API key (header, or ``?key=`` for browsers)."""
 
     def api_key(request: Request) -> None:
+        refused = foreign_site(options, request.headers)
+        if refused is not None:
+            raise http_error(403, "Forbidden", refused, SITE_HINT)
         if not key_ok(config, request.headers, request.query_params):
             raise http_error(401, "Unauthorized", "missing or wrong API key", KEY_HINT)
 

@@ -142,6 +142,9 @@ class RtcClient:
                 break
             if self.stream is None or not isinstance(received, av.AudioFrame):
                 continue
+            if self.stream.queued_seconds > self.hub.options.max_ahead:
+                await self.shutdown("the peer sends audio faster than real time")
+                return
             for out in resampler.resample(received):
                 await asyncio.to_thread(self.stream.push, out.to_ndarray().reshape(-1))
         await self.shutdown("the microphone track ended")
@@ -197,7 +200,7 @@ async def answer(hub: LiveHub, offer: RtcOffer) -> RtcAnswer:
 
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type=offer.type))
-    except (ValueError, AssertionError, KeyError) as exc:
+    except Exception as exc:  # aiortc raises many kinds for a bad SDP; none may leak the pc
         await pc.close()
         raise InputError(f"not a usable WebRTC offer: {exc}", hint=_OFFER_HINT) from None
     try:

@@ -40,7 +40,14 @@ from lipkit.live import LiveStream
 from lipkit.live.audio_stream import SAMPLE_RATE
 from lipkit.live.wire import VERSION, encode_frame
 from lipkit.logs import get_logger
-from lipkit.service.live_hub import KEY_HINT, ClientKind, LiveHub, key_ok
+from lipkit.service.live_hub import (
+    KEY_HINT,
+    SITE_HINT,
+    ClientKind,
+    LiveHub,
+    foreign_site,
+    key_ok,
+)
 
 log = get_logger(__name__)
 
@@ -50,6 +57,12 @@ _CONTROL_HINT = (
     "goes in binary messages: 16 kHz mono s16le PCM"
 )
 _DRAIN_MARGIN = 2.0  # seconds past the audio's end a stop waits for its frames at most
+_GOODBYE_SECONDS = 1.0  # how long a client being replaced gets to take its error message
+
+
+def _reason(text: str) -> str:
+    """A close reason that fits a control frame: at most 123 bytes of UTF-8."""
+    return text.encode("utf-8")[:123].decode("utf-8", "ignore")
 
 
 class WebSocketClient:
@@ -92,7 +105,7 @@ class WebSocketClient:
             self._closed = True
             try:
                 if self.ws.application_state != WebSocketState.DISCONNECTED:
-                    await self.ws.close(code=code, reason=reason[:120])
+                    await self.ws.close(code=code, reason=_reason(reason))
             except Exception:  # already gone
                 pass
 
@@ -107,7 +120,11 @@ class WebSocketClient:
         self._closing = True
         if self.stream is not None:
             await asyncio.to_thread(self.stream.close)
-        await self.fail(code, message, hint)
+        try:  # a client that stopped reading must not hold up the one taking over
+            await asyncio.wait_for(self.fail(code, message, hint), timeout=_GOODBYE_SECONDS)
+        except (asyncio.TimeoutError, TimeoutError):
+            log.info("live websocket dropped: it did not take its goodbye", code=code)
+            self._closed = True
 
     def stopping(self) -> None:
         """The stream is about to be closed on purpose (its end is no failure)."""
@@ -163,9 +180,7 @@ class WebSocketClient:
                 "send 16 kHz mono signed 16-bit little-endian PCM in binary messages",
             )
             return False
-        session = stream.session
-        queued = session.timeline.end - stream.features.start(session.next_index)
-        ahead = (queued + len(data) // 2) / SAMPLE_RATE
+        ahead = stream.queued_seconds + (len(data) // 2) / SAMPLE_RATE
         limit = self.hub.options.max_ahead
         if ahead > limit:
             await self.fail(
@@ -206,18 +221,28 @@ class WebSocketClient:
         self._closing = self.stopped = True
 
 
-async def deny(ws: WebSocket) -> None:
-    """Refuse a handshake without the key: HTTP 401 with the error body where the server can
-    answer a handshake so, else a close with 1008."""
-    detail = {"type": "Unauthorized", "message": "missing or wrong API key", "hint": KEY_HINT}
+async def deny(
+    ws: WebSocket,
+    status: int = 401,
+    kind: str = "Unauthorized",
+    message: str = "missing or wrong API key",
+    hint: str = KEY_HINT,
+) -> None:
+    """Refuse a handshake (no key; another site's page): the HTTP status with the error body
+    where the server can answer a handshake so, else a close with 1008."""
+    detail = {"type": kind, "message": message, "hint": hint}
     if "websocket.http.response" in ws.scope.get("extensions", {}):
-        await ws.send_denial_response(JSONResponse({"detail": detail}, status_code=401))
+        await ws.send_denial_response(JSONResponse({"detail": detail}, status_code=status))
     else:  # pragma: no cover - uvicorn's websocket implementations all answer
-        await ws.close(code=POLICY, reason="missing or wrong API key")
+        await ws.close(code=POLICY, reason=_reason(message))
 
 
 async def serve_websocket(ws: WebSocket, hub: LiveHub) -> None:
     """The whole life of one ``/live/ws`` connection."""
+    refused = foreign_site(hub.options, ws.headers)
+    if refused is not None:
+        await deny(ws, 403, "Forbidden", refused, SITE_HINT)
+        return
     if not key_ok(hub.config, ws.headers, ws.query_params):
         await deny(ws)
         return

@@ -74,7 +74,7 @@ def add_live_routes(
     hub = LiveHub(engine, config, options or LiveOptions())
     app.state.live = hub
     _close_with_app(app, hub)
-    guard = live_key_guard(config)
+    guard = live_key_guard(config, hub.options)
 
     @app.get("/live", include_in_schema=False)
     def live_page() -> HTMLResponse:

@@ -345,7 +345,7 @@ class LipkitAvatar(FrameProcessor):
         task, self._output_task = self._output_task, None
         if task is not None and task is not asyncio.current_task():
             await self.cancel_task(task)
-        self._close_stream()
+        await asyncio.to_thread(self._close_stream)  # joins threads: off the event loop
         self._held.clear()
         self._spoken.clear()
 
@@ -366,7 +366,7 @@ class LipkitAvatar(FrameProcessor):
         """The EndFrame's turn has come: everything before it is out; close, then pass it."""
         self._running = False
         self._output_task = None  # (this may be it: it returns after this)
-        self._close_stream()
+        await asyncio.to_thread(self._close_stream)  # joins threads: off the event loop
         tail = self._out_resampler.flush() if self._out_resampler is not None else None
         if tail is not None and len(tail):
             await self.push_frame(self._audio_frame(tail, None))
@@ -574,7 +574,7 @@ class LipkitAvatar(FrameProcessor):
         let the held frames go and pass audio through from now on."""
         self._running = False
         self._output_task = None
-        self._close_stream()
+        await asyncio.to_thread(self._close_stream)  # joins threads: off the event loop
         held, self._held = list(self._held), deque()
         await self.push_error(
             "lipkit live stream stopped (the backend failed; see the lipkit log); the avatar "
