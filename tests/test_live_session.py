@@ -314,3 +314,38 @@ def test_wav2lip_session_frames_equal_the_batch_job_to_the_last(
     pairs = zip(frames, batch, strict=True)
     diffs = [int(np.abs(f.image.astype(int) - np.asarray(b, int)).max()) for f, b in pairs]
     assert max(diffs) <= 2, str(diffs)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["push", "forget", "cut"]), st.integers(0, 40_000)),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_timeline_reads_what_was_pushed(steps: list[tuple[str, int]]) -> None:
+    """The growing buffer against a plain array: pushes of any size, forgetting and cutting
+    (an interruption) in any order; reads of what is kept equal the model's."""
+    timeline, model = Timeline(), np.zeros(0, np.float32)
+    rng = np.random.default_rng(len(steps))
+    for action, amount in steps:
+        if action == "push":
+            chunk = rng.standard_normal(amount).astype(np.float32)
+            timeline.append(chunk)
+            model = np.concatenate([model, chunk])
+        elif action == "forget":
+            timeline.forget_before(timeline.kept_from + amount)
+        else:
+            cut = max(timeline.kept_from, timeline.end - amount)
+            assert timeline.truncate(cut) == len(model) - cut
+            model = model[:cut]
+        assert timeline.end == len(model)
+        lo = timeline.kept_from
+        np.testing.assert_array_equal(
+            timeline.read(lo, len(model) + 5)[: len(model) - lo], model[lo:]
+        )
+        assert not timeline.read(len(model), len(model) + 5).any()
+    if timeline.kept_from:
+        with pytest.raises(ValueError, match="forgotten"):
+            timeline.read(timeline.kept_from - 1, timeline.kept_from)

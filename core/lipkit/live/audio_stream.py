@@ -57,17 +57,26 @@ def as_pcm(samples: np.ndarray | bytes) -> np.ndarray:
 
 
 class Timeline:
-    """The stream's samples, kept from :attr:`kept_from` to :attr:`end` (absolute indices)."""
+    """The stream's samples, kept from :attr:`kept_from` to :attr:`end` (absolute indices).
+
+    Held in a buffer that doubles when full, so a push costs its own length, not a copy of
+    everything queued (a TTS reply pushed ahead of time can be many seconds).
+    """
 
     def __init__(self) -> None:
-        self._data = np.zeros(0, np.float32)
+        self._data = np.zeros(SAMPLE_RATE, np.float32)  # samples kept_from .. end, then room
         self.kept_from = 0
         self.end = 0
         self._lock = threading.Lock()  # one thread pushes while another renders
 
     def append(self, samples: np.ndarray) -> None:
         with self._lock:
-            self._data = np.concatenate([self._data, samples.astype(np.float32, copy=False)])
+            used = self.end - self.kept_from
+            if used + len(samples) > len(self._data):
+                grown = np.zeros(max(2 * len(self._data), used + len(samples)), np.float32)
+                grown[:used] = self._data[:used]
+                self._data = grown
+            self._data[used : used + len(samples)] = samples
             self.end += len(samples)
 
     def append_silence(self, count: int) -> None:
@@ -92,9 +101,7 @@ class Timeline:
         with self._lock:
             cut = max(int(sample), self.kept_from)
             dropped = max(0, self.end - cut)
-            if dropped:
-                self._data = self._data[: cut - self.kept_from]
-                self.end = cut
+            self.end -= dropped
             return dropped
 
     def forget_before(self, sample: int) -> None:
@@ -102,7 +109,9 @@ class Timeline:
         with self._lock:
             sample = min(max(sample, self.kept_from), self.end)
             if sample - self.kept_from > 4 * SAMPLE_RATE:  # compact in large steps
-                self._data = self._data[sample - self.kept_from :].copy()
+                used = self.end - self.kept_from
+                gone = sample - self.kept_from
+                self._data[: used - gone] = self._data[gone:used]
                 self.kept_from = sample
 
 

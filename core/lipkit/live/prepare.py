@@ -87,10 +87,9 @@ def check_live_backend(selection: Selection, registry: Registry) -> None:
     spec = selection.generator_spec
     encoder = selection.audio_encoder
     if not spec.streaming or spec.frame_size is not None:
-        raise _not_live(
-            spec.name, "it does not generate one frame at a time from its crop", registry
-        )
-    if not encoder.spec.streaming or encoder.stream_window(selection.audio_params, 25.0) is None:
+        raise _not_live(spec.name, _NOT_PER_FRAME, registry)
+    window = encoder.stream_window(selection.audio_params, selection.plan.fps)
+    if not encoder.spec.streaming or window is None:
         raise _not_live(
             spec.name, f"its audio encoder {encoder.spec.name} cannot run on live audio", registry
         )

@@ -62,7 +62,6 @@ class StreamingSession:
         self.timeline = Timeline()
         self.next_index = 0  # the next frame to come out
         self._last_speech = -(10**9)
-        self._ended = False  # finish(): the audio ends where the timeline does
         level = self.settings.silence_dbfs
         self._threshold = None if level is None else float(10.0 ** (level / 20.0))
 
@@ -80,11 +79,7 @@ class StreamingSession:
         held = 0
         while self.features.start(self.next_index + held) < self.timeline.end:
             held += 1
-        self._ended = True
-        try:
-            return self.render(held)
-        finally:
-            self._ended = False
+        return self.render(held, ended=True)
 
     def drop_pending(self) -> tuple[int, int]:
         """Drop the audio no frame has played yet (an interruption): ``(cut, dropped)``, the
@@ -102,12 +97,14 @@ class StreamingSession:
             count += 1
         return count
 
-    def render(self, count: int, *, generate: bool = True) -> list[LiveFrame]:
+    def render(self, count: int, *, generate: bool = True, ended: bool = False) -> list[LiveFrame]:
         """The next ``count`` frames (generated where speech is heard, unless ``generate`` is
-        False: then every frame shows the idle video), in order."""
+        False: then every frame shows the idle video), in order; ``ended``: the audio ends
+        where the timeline does (:meth:`finish`)."""
         frames: list[LiveFrame] = []
         for a in range(0, count, self.settings.max_batch):
-            frames += self._render_batch(min(self.settings.max_batch, count - a), generate)
+            size = min(self.settings.max_batch, count - a)
+            frames += self._render_batch(size, generate, ended)
         return frames
 
     def pts(self, index: int) -> float:
@@ -122,7 +119,7 @@ class StreamingSession:
             self._last_speech = index
         return index - self._last_speech <= self.settings.hold_frames
 
-    def _render_batch(self, count: int, generate: bool) -> list[LiveFrame]:
+    def _render_batch(self, count: int, generate: bool, ended: bool) -> list[LiveFrame]:
         avatar, first = self.avatar, self.next_index
         indices = np.arange(first, first + count, dtype=np.int64)
         shown = [avatar.index(int(k)) for k in indices]
@@ -132,7 +129,7 @@ class StreamingSession:
         if todo:
             rows = indices[todo]
             crops = np.stack([avatar.crops[shown[j]] for j in todo])
-            audio = self.features.windows(self.timeline, rows, ended=self._ended)
+            audio = self.features.windows(self.timeline, rows, ended=ended)
             made = self.generation.run(rows, crops, audio, len(todo))
             for j, face in zip(todo, made, strict=True):
                 matrix = avatar.matrices[shown[j]]
